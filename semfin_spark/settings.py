@@ -1,0 +1,298 @@
+"""Typed SemFin settings, loaded once and passed down.
+
+Sources, later ones winning: ``conf/semfin.yaml`` (the defaults shipped with the
+package), a file given with ``--conf FILE`` (or ``SEMFIN_CONF``), environment variables,
+then command-line flags. This is the only module that reads the environment; every other
+module takes a :class:`Settings` (or a piece of it) as an argument.
+
+Environment variables:
+    SEMFIN_WAREHOUSE: the warehouse root.
+    SEMFIN_CONF: an override file, as ``--conf``.
+    MLFLOW_TRACKING_URI: the MLflow tracking store.
+    HF_ENDPOINT, HF_TOKEN: the Hub to crawl and its token (the token is never printed).
+    SEMFIN_<SECTION>__<KEY>: any key of ``conf/semfin.yaml``, parsed as YAML
+        (``SEMFIN_FLATTEN__MAX_DEPTH=16``, ``SEMFIN_TRAIN__FIELDS=[license]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+FIELDS = ("license", "reuse_method", "pipeline_tag", "library_name", "model_type")
+"""The five metadata fields SemFin declares, imputes and reports, in this spelling everywhere."""
+
+
+class SettingsError(ValueError):
+    """A configuration file or override is malformed or names an unknown setting."""
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    app_name: str = "semfin"
+    master: str = "local[*]"
+    defaults_file: str = "spark-defaults.conf"
+
+
+@dataclass(frozen=True)
+class DeltaSettings:
+    backend: str = "auto"
+    stale_staging_hours: float = 24.0
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    backend: str = "auto"
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    reject_raw_max_chars: int = 2000
+    raw_max_chars: int = 200_000
+    max_record_bytes: int = 16_000_000
+    hub_workers: int = 8
+    hub_max_retries: int = 5
+    hub_page_size: int = 1000
+
+
+@dataclass(frozen=True)
+class SyntheticSettings:
+    block_size: int = 64
+
+
+@dataclass(frozen=True)
+class FlattenSettings:
+    max_depth: int = 32
+    max_keys: int = 20_000
+    max_list_items: int = 4096
+    max_string_chars: int = 1024
+    max_config_bytes: int = 8_000_000
+    reject_raw_max_chars: int = 2000
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    fields: tuple[str, ...] = FIELDS
+    min_class_support: int = 5
+    min_labels: int = 50
+    classifiers: tuple[str, ...] = ("logistic_regression", "naive_bayes")
+    max_features: int = 262_144
+    min_feature_df: int = 2
+    registered_model_prefix: str = "semfin-"
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    test_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ImputeSettings:
+    confidence_threshold: Mapping[str, float] = field(
+        default_factory=lambda: {f: 0.6 for f in FIELDS}
+    )
+
+
+@dataclass(frozen=True)
+class LineageSettings:
+    max_depth: int = 32
+    max_fanout: int = 100_000
+    max_chains: int = 50_000_000
+    licenses_file: str = "licenses.yaml"
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    tracking_uri: str = ""
+    experiment: str = "semfin"
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    endpoint: str = "https://huggingface.co"
+    token: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:  # the token never reaches a log line
+        return f"HubSettings(endpoint={self.endpoint!r}, token={'***' if self.token else None})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a stage needs to know about where and how to run."""
+
+    warehouse: str = "./semfin-warehouse"
+    conf_dir: str = ""
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    delta: DeltaSettings = field(default_factory=DeltaSettings)
+    graph: GraphSettings = field(default_factory=GraphSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
+    flatten: FlattenSettings = field(default_factory=FlattenSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+    impute: ImputeSettings = field(default_factory=ImputeSettings)
+    lineage: LineageSettings = field(default_factory=LineageSettings)
+    mlflow: MlflowSettings = field(default_factory=MlflowSettings)
+    hub: HubSettings = field(default_factory=HubSettings)
+
+    def table_path(self, table: str) -> str:
+        """Where the Delta table ``table`` lives: ``<warehouse>/<table>``."""
+        return f"{self.warehouse.rstrip('/')}/{table}"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI: the configured one, else SQLite inside the warehouse."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{os.path.abspath(self.warehouse)}/mlflow.db"
+
+    def conf_file(self, name: str) -> Path:
+        """A file of the configuration folder (``licenses.yaml``, ``spark-defaults.conf``)."""
+        return Path(self.conf_dir) / name
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with top-level fields replaced (``settings.replace(warehouse="/tmp/w")``)."""
+        return dataclasses.replace(self, **changes)
+
+
+def default_conf_dir() -> Path:
+    """The folder of the shipped defaults: the package's copy, else the checkout's ``conf/``."""
+    packaged = resources.files("semfin_spark") / "conf"
+    if packaged.is_dir() and (packaged / "semfin.yaml").is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "conf"
+
+
+def load_settings(
+    conf_file: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load settings from the defaults, an override file, the environment and flags.
+
+    Args:
+        conf_file: a YAML file whose keys override the defaults (``--conf FILE``).
+        environ: the environment to read; ``os.environ`` when omitted.
+        overrides: flag values, as ``{"warehouse": "...", "flatten.max_depth": 8}``;
+            ``None`` values are ignored.
+
+    Returns:
+        A frozen :class:`Settings`.
+
+    Raises:
+        SettingsError: a file is not a YAML mapping, a key is unknown, a value has the
+            wrong type.
+
+    Examples:
+        >>> s = load_settings(environ={"SEMFIN_WAREHOUSE": "/tmp/w"})
+        >>> s.table_path("hub_models")
+        '/tmp/w/hub_models'
+    """
+    env = os.environ if environ is None else environ
+    conf_dir = default_conf_dir()
+    merged = _read_yaml(conf_dir / "semfin.yaml")
+    conf_file = conf_file or env.get("SEMFIN_CONF")
+    if conf_file:
+        _deep_update(merged, _read_yaml(Path(conf_file)))
+    _deep_update(merged, _env_overrides(env))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _deep_update(merged, _nest(dotted, value))
+    merged.setdefault("conf_dir", str(conf_dir))
+    return _build(Settings, merged, "")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SettingsError(f"configuration file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"configuration file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"configuration file {path} must hold a mapping at the top")
+    return data
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if env.get("SEMFIN_WAREHOUSE"):
+        out["warehouse"] = env["SEMFIN_WAREHOUSE"]
+    if env.get("MLFLOW_TRACKING_URI"):
+        out.setdefault("mlflow", {})["tracking_uri"] = env["MLFLOW_TRACKING_URI"]
+    hub: dict[str, Any] = {}
+    if env.get("HF_ENDPOINT"):
+        hub["endpoint"] = env["HF_ENDPOINT"]
+    if env.get("HF_TOKEN"):
+        hub["token"] = env["HF_TOKEN"]
+    if hub:
+        out["hub"] = hub
+    for name, raw in env.items():
+        if name.startswith("SEMFIN_") and "__" in name:
+            section, _, key = name[len("SEMFIN_"):].partition("__")
+            _deep_update(out, {section.lower(): {key.lower(): yaml.safe_load(raw)}})
+    return out
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    head, _, rest = dotted.partition(".")
+    return {head: _nest(rest, value) if rest else value}
+
+
+def _deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise SettingsError(f"unknown setting(s) {', '.join(where + k for k in unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = known[name].default
+        if default is dataclasses.MISSING:
+            default = known[name].default_factory()  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, Mapping):
+                raise SettingsError(f"setting {where}{name} must be a mapping")
+            kwargs[name] = _build(type(default), value, f"{where}{name}.")
+        else:
+            kwargs[name] = _coerce(value, default, f"{where}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, name: str) -> Any:
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise SettingsError(f"setting {name} must be a list, got {value!r}")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise SettingsError(f"setting {name} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingsError(f"setting {name} must be a number, got {value!r}")
+        return type(default)(value) if isinstance(default, float) else int(value)
+    if isinstance(default, Mapping):
+        if not isinstance(value, Mapping):
+            raise SettingsError(f"setting {name} must be a mapping, got {value!r}")
+        return dict(value)
+    if value is not None and not isinstance(value, str):
+        raise SettingsError(f"setting {name} must be text, got {value!r}")
+    return value

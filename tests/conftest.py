@@ -1,0 +1,63 @@
+"""One SparkSession for the whole test session, tiny-data settings, shared fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout (real Hub metadata); skips when absent."""
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip(f"real Hub metadata not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    """The one SparkSession of the test session: local[2], UI off, one shuffle partition."""
+    from semfin_spark.session import build_session
+    from semfin_spark.settings import load_settings
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    warehouse = tmp_path_factory.mktemp("spark-session-warehouse")
+    settings = load_settings(environ={}, overrides={"warehouse": str(warehouse),
+                                                    "spark.master": "local[2]"})
+    session = build_session(settings, app_name="semfin-tests", extra_conf={
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": "2",
+        "spark.default.parallelism": "2",
+        "spark.sql.adaptive.enabled": "false",
+        "spark.driver.memory": "3g",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "1000",
+    })
+    yield session
+    session.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_spark_state(request):
+    """Drop cached data and temp views between tests that use Spark."""
+    yield
+    if "spark" in request.fixturenames:
+        session = request.getfixturevalue("spark")
+        session.catalog.clearCache()
+        for view in session.catalog.listTables():
+            if view.isTemporary:
+                session.catalog.dropTempView(view.name)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Settings with a fresh warehouse under the test's tmp folder."""
+    from semfin_spark.settings import load_settings
+
+    return load_settings(environ={}, overrides={"warehouse": str(tmp_path / "warehouse")})
