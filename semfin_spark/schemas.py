@@ -129,6 +129,17 @@ FLATTEN_REJECTS = Table(
     "Configs that could not be flattened (whole or in part), with the reason.",
 )
 
+FLATTEN_STATE = Table(
+    "flatten_state",
+    StructType([
+        _col("model_id", STR, "Hub repo id.", False),
+        _col("change_key", STR, "The model's sha (its record_hash when it has none) at its last flatten."),
+        _col("flattened_at", TS, "When the model was last flattened (UTC)."),
+    ]),
+    ("model_id",),
+    "Which version of each model the flatten tables hold; flatten reprocesses only models whose sha changed.",
+)
+
 MODEL_TAGS = Table(
     "model_tags",
     StructType([
@@ -251,7 +262,7 @@ LICENSE_CONFLICTS = Table(
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
-        HUB_MODELS, INGEST_REJECTS, CONFIG_FEATURES, FLATTEN_REJECTS, MODEL_TAGS,
+        HUB_MODELS, INGEST_REJECTS, CONFIG_FEATURES, FLATTEN_REJECTS, FLATTEN_STATE, MODEL_TAGS,
         MODEL_FILES, MODEL_FIELDS, MODEL_PARENTS, LINEAGE_EDGES, LINEAGE_COMPONENTS,
         LINEAGE_CHAINS, LICENSE_CONFLICTS,
     )

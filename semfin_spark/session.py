@@ -61,6 +61,8 @@ def build_session(settings: Settings, *, app_name: str | None = None,
     # Executors must run the interpreter that has the package and its dependencies.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # The embedded JVM binds to loopback, never to whatever the host name resolves to.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
     conf = SparkConf()
     defaults = read_spark_defaults(settings.conf_file(settings.spark.defaults_file))

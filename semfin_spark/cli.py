@@ -1,0 +1,143 @@
+"""The ``semfin`` command: ``semfin <stage> [options]``.
+
+``jobs/<stage>.py`` calls :func:`main` with its stage name, so ``spark-submit
+jobs/ingest.py --source ...`` and ``semfin ingest --source ...`` run the same code with
+the same arguments. This module only parses arguments, loads settings, builds the session
+and calls one library function per stage.
+
+Exit codes: 0 done, 2 bad arguments or settings, 3 bad input data (a source that does not
+exist, a table that is missing), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from semfin_spark.settings import FIELDS, Settings, SettingsError, load_settings
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DATA = 0, 1, 2, 3
+
+
+def progress(line: str) -> None:
+    """A progress line on stderr with a timestamp (stdout stays for results)."""
+    print(f"[semfin {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ stages
+
+def _ingest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", required=True,
+                   help="snapshot:PATH (file, folder or glob), synthetic:N[,seed=S], or hub[:LIMIT]")
+
+
+def _ingest(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.ingest import ingest
+
+    result = ingest(spark, store, args.source, settings, progress=progress)
+    print(json.dumps(result.__dict__))
+    return EXIT_OK
+
+
+def _nightly_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", default="synthetic:20000,seed=0",
+                   help="what to ingest first (as for `semfin ingest`); default synthetic:20000,seed=0")
+
+
+def _nightly(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.nightly import format_summary, run_nightly
+
+    result = run_nightly(spark, store, settings, args.source, progress=progress)
+    print(format_summary(result))
+    return EXIT_OK
+
+
+def _tables_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _tables(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.nightly import warehouse_summary
+
+    for name, info in warehouse_summary(store).items():
+        print(f"{name:22s} version={info['version']!s:5s} rows={info['rows']}")
+    return EXIT_OK
+
+
+STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
+    "ingest": ("ingest Hub metadata into hub_models / ingest_rejects", _ingest_args, _ingest),
+    "nightly": ("the whole refresh: ingest, then every downstream stage, then a summary",
+                _nightly_args, _nightly),
+    "tables": ("list the warehouse's tables with version and row count", _tables_args, _tables),
+}
+
+
+# ------------------------------------------------------------------ main
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semfin", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, (help_text, add_arguments, _) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--conf", help="YAML file overriding conf/semfin.yaml")
+        p.add_argument("--warehouse", help="warehouse root (default ./semfin-warehouse, or SEMFIN_WAREHOUSE)")
+        p.add_argument("--master", help="Spark master when not under spark-submit (default local[*])")
+        p.add_argument("--log-level", default="INFO", help="Python log level (default INFO)")
+        add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, stage: str | None = None) -> int:
+    """Run one stage. ``stage`` is given by ``jobs/<stage>.py``; else the first argument."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if stage is not None:
+        argv = [stage, *argv]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    try:
+        settings = load_settings(args.conf, overrides={"warehouse": args.warehouse,
+                                                       "spark.master": args.master})
+    except SettingsError as exc:
+        print(f"semfin: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return _run(args, settings)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from semfin_spark.delta import DeltaError, DeltaStore
+    from semfin_spark.session import build_session
+
+    data_errors = _data_errors()
+    spark = build_session(settings, app_name=f"semfin {args.stage}")
+    started = time.time()
+    try:
+        store = DeltaStore.from_settings(spark, settings)
+        progress(f"{args.stage}: warehouse {settings.warehouse} (delta backend {store.backend})")
+        code = STAGES[args.stage][2](spark, store, settings, args)
+        progress(f"{args.stage}: done in {time.time() - started:.1f} s")
+        return code
+    except (DeltaError, *data_errors) as exc:
+        print(f"semfin {args.stage}: {exc}", file=sys.stderr)
+        return EXIT_DATA
+    except (SettingsError, ValueError) as exc:
+        print(f"semfin {args.stage}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        spark.stop()
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    from semfin_spark.ingest import IngestError
+
+    return (IngestError, FileNotFoundError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

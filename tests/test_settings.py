@@ -1,0 +1,59 @@
+"""Settings: defaults, override file, environment, flags, in that order; clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from semfin_spark.session import read_spark_defaults
+from semfin_spark.settings import SettingsError, load_settings
+
+
+def test_defaults_come_from_conf(tmp_path):
+    s = load_settings(environ={})
+    assert s.warehouse == "./semfin-warehouse"
+    assert s.train.fields == ("license", "reuse_method", "pipeline_tag", "library_name", "model_type")
+    assert s.tracking_uri.startswith("sqlite:///") and s.tracking_uri.endswith("semfin-warehouse/mlflow.db")
+    assert s.conf_file("licenses.yaml").parent == s.conf_file("semfin.yaml").parent
+
+
+def test_file_then_environment_then_flags(tmp_path):
+    conf = tmp_path / "site.yaml"
+    conf.write_text("warehouse: /from/file\nflatten:\n  max_depth: 7\n  max_keys: 99\n")
+    env = {"SEMFIN_WAREHOUSE": "/from/env", "SEMFIN_FLATTEN__MAX_KEYS": "55",
+           "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    s = load_settings(conf, environ=env, overrides={"flatten.max_depth": 3, "warehouse": None})
+    assert s.warehouse == "/from/env"
+    assert (s.flatten.max_depth, s.flatten.max_keys) == (3, 55)
+    assert s.tracking_uri == "http://mlflow:5000"
+    assert load_settings(conf, environ=env, overrides={"warehouse": "/flag"}).warehouse == "/flag"
+
+
+def test_token_never_in_repr():
+    s = load_settings(environ={"HF_TOKEN": "hf_secret_value", "HF_ENDPOINT": "http://127.0.0.1:1"})
+    assert s.hub.token == "hf_secret_value"
+    assert "hf_secret_value" not in repr(s) and "hf_secret_value" not in str(s)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("flatten:\n  max_depht: 3\n", "unknown setting.*flatten.max_depht"),
+    ("flatten:\n  max_depth: deep\n", "flatten.max_depth must be a number"),
+    ("- a list\n", "must hold a mapping"),
+    ("flatten: [unclosed\n", "not valid YAML"),
+])
+def test_bad_configuration_is_a_clear_error(tmp_path, text, message):
+    conf = tmp_path / "bad.yaml"
+    conf.write_text(text)
+    with pytest.raises(SettingsError, match=message):
+        load_settings(conf, environ={})
+
+
+def test_missing_conf_file_is_a_clear_error(tmp_path):
+    with pytest.raises(SettingsError, match="not found"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_spark_defaults_file_binds_to_loopback():
+    s = load_settings(environ={})
+    defaults = read_spark_defaults(s.conf_file(s.spark.defaults_file))
+    assert defaults["spark.driver.bindAddress"] == "127.0.0.1"
+    assert defaults["spark.sql.parquet.outputTimestampType"] == "TIMESTAMP_MICROS"
