@@ -57,3 +57,16 @@ def test_spark_defaults_file_binds_to_loopback():
     defaults = read_spark_defaults(s.conf_file(s.spark.defaults_file))
     assert defaults["spark.driver.bindAddress"] == "127.0.0.1"
     assert defaults["spark.sql.parquet.outputTimestampType"] == "TIMESTAMP_MICROS"
+
+
+def test_readme_table_reference_matches_the_schemas():
+    import re
+    from pathlib import Path
+
+    from semfin_spark.schemas import markdown_reference
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"<!-- tables:begin -->\n(.*)\n<!-- tables:end -->", readme, re.S)
+    assert section, "README lost its tables section"
+    assert section.group(1) == markdown_reference(), \
+        "README tables are stale: run scripts/update_readme_tables.py"
