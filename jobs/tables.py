@@ -1,4 +1,4 @@
-"""spark-submit entry point: ``spark-submit jobs/tables.py`` = ``semfin tables``."""
+"""spark-submit entry point: ``spark-submit jobs/tables.py ...`` = ``semfin tables ...``."""
 
 import sys
 

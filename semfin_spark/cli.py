@@ -56,6 +56,30 @@ def _nightly(spark: Any, store: Any, settings: Settings, args: argparse.Namespac
     return EXIT_OK
 
 
+def _sql_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("query", help="Spark SQL; every table is a view named after it")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--limit", type=int, default=1000, help="rows printed at most (default 1000)")
+
+
+def _sql(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.sql import run_query
+
+    result = run_query(spark, store, args.query).limit(args.limit)
+    if args.format == "table":
+        result.show(args.limit, truncate=False)
+    elif args.format == "json":
+        for line in result.toJSON().collect():
+            print(line)
+    else:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows(result.collect())
+    return EXIT_OK
+
+
 def _tables_args(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -72,6 +96,7 @@ STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable
     "ingest": ("ingest Hub metadata into hub_models / ingest_rejects", _ingest_args, _ingest),
     "nightly": ("the whole refresh: ingest, then every downstream stage, then a summary",
                 _nightly_args, _nightly),
+    "sql": ("run a Spark SQL query over the warehouse's tables", _sql_args, _sql),
     "tables": ("list the warehouse's tables with version and row count", _tables_args, _tables),
 }
 
