@@ -477,6 +477,13 @@ def _snapshot_files(path: str) -> list[str]:
     return sorted(os.path.abspath(p) for p in found)
 
 
+def _snapshot_files_or_none(path: str) -> list[str]:
+    try:
+        return _snapshot_files(path)
+    except IngestError:
+        return []
+
+
 def source_lines(spark: SparkSession, source: str, settings: Settings,
                  progress: Callable[[str], None] = print) -> DataFrame:
     """The (value, source_file) lines of a source spec: ``snapshot:``, ``synthetic:``, ``hub``.
@@ -499,7 +506,10 @@ def source_lines(spark: SparkSession, source: str, settings: Settings,
         return synthetic_records(spark, n, seed, block_size=settings.synthetic.block_size) \
             .withColumn("source_file", F.lit(f"synthetic:{n},seed={seed}"))
     if kind == "hub":
-        return snapshot_lines(spark, crawl_into_warehouse(settings, arg, progress))
+        crawled = crawl_into_warehouse(settings, arg, progress)
+        if not os.path.isdir(crawled) or not _snapshot_files_or_none(crawled):
+            return spark.createDataFrame([], "value string, source_file string")
+        return snapshot_lines(spark, crawled)
     raise IngestError(f"unknown source {source!r}: use snapshot:PATH, synthetic:N[,seed=S] "
                       "or hub[:LIMIT]")
 

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports huggingface_hub: no request may leave for huggingface.co.
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.pop("HF_TOKEN", None)
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 

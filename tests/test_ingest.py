@@ -6,6 +6,10 @@ import gzip
 import json
 
 import pytest
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -197,3 +201,28 @@ def test_parse_record_limits():
     assert parse_record('{"id": "a/b", "likes": 3.0}', IngestSettings())["likes"] == 3
     with pytest.raises(Exception, match="does not fit 64 bits"):
         parse_record('{"id": "a/b", "likes": 123456789012345678901234567890}', IngestSettings())
+
+
+def test_hub_source_crawls_the_endpoint_and_ingests(spark, settings, shared_data, tmp_path):
+    """`--source hub:N` drives huggingface_hub's session against a Hub on 127.0.0.1."""
+    from hub_server import FakeHub
+
+    records = [json.loads(l) for l in real_lines(shared_data / "hub2025_trees.jsonl.gz")[:40]]
+    records[0]["siblings"] = (records[0].get("siblings") or []) + [{"rfilename": "config.json"}]
+    records[1]["siblings"] = (records[1].get("siblings") or []) + [{"rfilename": "config.json"}]
+    configs = {records[0]["id"]: json.dumps({"model_type": "llama", "hidden_size": 64}),
+               records[1]["id"]: "{not json"}
+    with FakeHub(records, configs) as hub:
+        hub.add_fault(r"^/api/models$", status=429, times=1, headers={"Retry-After": "0"})
+        hub_settings = settings.replace(hub=settings.hub.__class__(endpoint=hub.url, token="hf_test_secret"))
+        store = DeltaStore.from_settings(spark, hub_settings)
+        lines: list[str] = []
+        result = ingest(spark, store, "hub:30", hub_settings, progress=lines.append)
+        assert hub.requests[0].status == 429  # rate limited once, then retried
+        assert all(r.headers.get("authorization") == "Bearer hf_test_secret" for r in hub.requests)
+    assert (result.written, result.rejected) == (30, 0)
+    rows = {r["id"]: r for r in store.read(HUB_MODELS).collect()}
+    assert json.loads(rows[records[0]["id"]]["config_json"]) == {"model_type": "llama", "hidden_size": 64}
+    assert rows[records[1]["id"]]["config_json"] == "{not json"  # kept verbatim; flatten rejects it
+    assert not any("hf_test_secret" in line for line in lines)
+    assert "hf_test_secret" not in "".join(str(r.asDict()) for r in store.read(HUB_MODELS).collect())
