@@ -1,0 +1,285 @@
+"""The lineage stage: edges, components, chains, licence conflicts, and the report.
+
+Reads ``model_parents``, ``model_fields`` and ``hub_models``; writes ``lineage_edges``,
+``lineage_components``, ``lineage_chains`` and ``license_conflicts`` (each overwritten in
+one commit); returns the report that ``semfin lineage --report FILE.json`` writes.
+
+Definitions (also in the README):
+
+* edge: child -> parent from ``model_parents``. Its relation is the declared one
+  (a ``base_model:<relation>:`` tag or the card's ``base_model_relation``), else the
+  child's ``reuse_method`` from ``model_fields``: declared (including the Hub's rule on
+  files) or, failing that, imputed (``relation_source = 'imputed'``). Self-loops are
+  dropped and counted; parents not in ``hub_models`` stay as external nodes.
+* component: a connected component of the undirected graph of edges.
+* chain: a root-to-leaf path (root: a node with no parent; leaf: a node with no child);
+  a merge lies on one chain per parent path. Its reuse *pattern* is the sequence of edge
+  relations, its licence sequence the licences of its nodes, root first.
+* a chain is *complete* for a variant when every relation (reuse chains) or every licence
+  (licence chains) on it is known: ``declared`` uses declared values only,
+  ``with_imputed`` also imputed ones.
+
+Implementation details:
+    Everything runs as DataFrame jobs: connected components and path search through the
+    graph seam (:mod:`semfin_spark.graph`), licence verdicts by a broadcast join against
+    the small table of (parent licence, child licence) verdicts built from
+    ``conf/licenses.yaml``. Only aggregate figures reach the driver.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from semfin_spark import graph
+from semfin_spark.delta import DeltaStore
+from semfin_spark.schemas import (HUB_MODELS, LICENSE_CONFLICTS, LINEAGE_CHAINS,
+                                  LINEAGE_COMPONENTS, LINEAGE_EDGES, MODEL_FIELDS, MODEL_PARENTS)
+from semfin_spark.settings import Settings
+
+VARIANTS = ("declared", "with_imputed")
+_SEP = " > "
+
+
+@dataclass(frozen=True)
+class LineageInputs:
+    """The stage's inputs, read once: edges (self-loops removed), node licences, counts."""
+
+    edges: DataFrame
+    nodes: DataFrame
+    self_loops: int
+
+
+def build_edges(store: DeltaStore) -> tuple[DataFrame, DataFrame]:
+    """Lineage edges (LINEAGE_EDGES columns) and the self-loops that were dropped.
+
+    Returns:
+        ``(edges, self_loops)``; ``self_loops`` has columns child, parent.
+    """
+    parents = store.read(MODEL_PARENTS)
+    fields = store.read(MODEL_FIELDS).where(F.col("field") == "reuse_method").select(
+        F.col("model_id").alias("child"),
+        F.col("declared_value").alias("_declared_reuse"),
+        F.col("imputed_value").alias("_imputed_reuse"))
+    known = store.read(HUB_MODELS).select(F.col("id").alias("parent"), F.lit(False).alias("parent_external"))
+    raw = parents.select(F.col("model_id").alias("child"), F.col("parent_id").alias("parent"),
+                         F.col("relation").alias("_edge_relation"))
+    loops = raw.where(F.col("child") == F.col("parent")).select("child", "parent")
+    edges = (raw.where(F.col("child") != F.col("parent"))
+             .dropDuplicates(["child", "parent"])
+             .join(fields, "child", "left")
+             .join(known, "parent", "left")
+             .select(
+                 "child", "parent",
+                 F.coalesce("_edge_relation", "_declared_reuse", "_imputed_reuse").alias("relation"),
+                 F.when(F.col("_edge_relation").isNotNull() | F.col("_declared_reuse").isNotNull(),
+                        F.lit("declared"))
+                 .when(F.col("_imputed_reuse").isNotNull(), F.lit("imputed")).alias("relation_source"),
+                 F.coalesce("parent_external", F.lit(True)).alias("parent_external")))
+    return edges, loops
+
+
+def node_licenses(store: DeltaStore) -> DataFrame:
+    """Per model: ``license_declared`` and ``license_with_imputed`` (declared, else imputed)."""
+    return (store.read(MODEL_FIELDS).where(F.col("field") == "license")
+            .select(F.col("model_id").alias("id"),
+                    F.col("declared_value").alias("license_declared"),
+                    F.coalesce("declared_value", "imputed_value").alias("license_with_imputed")))
+
+
+def run_lineage(spark: SparkSession, store: DeltaStore, settings: Settings, *,
+                progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Rebuild the lineage tables and return the report (see the module docstring).
+
+    Args:
+        spark: the session.
+        store: the warehouse's Delta store; ``model_parents`` and ``model_fields`` must exist
+            (run ``semfin flatten`` first).
+        settings: ``lineage.*`` limits and the licence rules file.
+        progress: where progress lines go.
+
+    Returns:
+        The report: a JSON-ready dict with ``components``, ``largest_component``,
+        ``isolated_models``, ``self_loops``, ``cycles``, ``chains``, ``reuse_patterns``,
+        ``license_chains``, ``incompatible_share`` and the Delta versions written.
+    """
+    from semfin_spark.licenses import load_license_rules
+
+    rules = load_license_rules(settings.conf_file(settings.lineage.licenses_file))
+    edges, loops = build_edges(store)
+    edges = edges.persist(StorageLevel.MEMORY_AND_DISK)
+    n_loops = loops.count()
+    n_edges = edges.count()
+    progress(f"lineage: {n_edges} edges, {n_loops} self-loops dropped")
+    store.overwrite(LINEAGE_EDGES, edges, operation="LINEAGE")
+
+    report: dict[str, Any] = {"edges": n_edges, "self_loops": n_loops}
+    report.update(_components(spark, store, edges, progress))
+    report["cycles"] = _cycles(spark, edges, settings)
+    licences = node_licenses(store).persist(StorageLevel.MEMORY_AND_DISK)
+    report.update(_chains(spark, store, edges, licences, settings, progress))
+    report.update(_conflicts(spark, store, edges, licences, rules, progress))
+    report["table_versions"] = {t.name: store.version(t) for t in (
+        LINEAGE_EDGES, LINEAGE_COMPONENTS, LINEAGE_CHAINS, LICENSE_CONFLICTS)}
+    edges.unpersist()
+    licences.unpersist()
+    return report
+
+
+def _components(spark: SparkSession, store: DeltaStore, edges: DataFrame,
+                progress: Callable[[str], None]) -> dict[str, Any]:
+    models = store.read(HUB_MODELS).select("id")
+    external = edges.where("parent_external").select(F.col("parent").alias("id")).distinct()
+    nodes = models.unionByName(external).distinct()
+    comps = graph.connected_components(spark, edges.select(F.col("child").alias("src"),
+                                                           F.col("parent").alias("dst")), nodes)
+    sizes = comps.groupBy("component").agg(F.count("*").alias("component_size"))
+    table = (comps.join(sizes, "component")
+             .join(external.withColumn("external", F.lit(True)), "id", "left")
+             .select(F.col("id").alias("model_id"), F.col("component").alias("component_id"),
+                     "component_size", F.coalesce("external", F.lit(False)).alias("external")))
+    store.overwrite(LINEAGE_COMPONENTS, table, operation="LINEAGE")
+    stored = store.read(LINEAGE_COMPONENTS)
+    figures = (stored.where("component_size > 1").groupBy("component_id")
+               .agg(F.max("component_size").alias("size"))
+               .agg(F.count("*").alias("components"), F.max("size").alias("largest"))).collect()[0]
+    isolated = stored.where("component_size = 1 AND NOT external").count()
+    progress(f"lineage: {figures['components']} components (largest {figures['largest']}), "
+             f"{isolated} isolated models")
+    return {"components": figures["components"], "largest_component": figures["largest"] or 0,
+            "isolated_models": isolated}
+
+
+def _cycles(spark: SparkSession, edges: DataFrame, settings: Settings) -> dict[str, Any]:
+    on_cycles = graph.find_cycles(spark, edges.select("child", "parent"),
+                                  max_depth=settings.lineage.max_depth)
+    return {"nodes_on_cycles": on_cycles.count(),
+            "count": on_cycles.select(graph.CYCLE_GROUP_COLUMN).distinct().count()}
+
+
+def _chains(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: DataFrame,
+            settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
+    limits = settings.lineage
+    relations = edges.select("child", "parent",
+                             F.when(F.col("relation_source") == "declared", F.col("relation"))
+                             .alias("relation_declared"),
+                             F.col("relation").alias("relation_with_imputed"))
+    paths = graph.root_to_leaf_paths(spark, relations, max_depth=limits.max_depth,
+                                     max_fanout=limits.max_fanout)
+    paths = paths.withColumn("_pos", F.sequence(F.lit(0), F.size("path") - 1))
+    lic = licences.select(F.col("id").alias("_node"), "license_declared", "license_with_imputed")
+    lic_map_d = F.map_from_entries(F.collect_list(F.struct("_node", "license_declared")))
+    node_lic = (paths.select("root", "leaf", "path", F.explode("path").alias("_node"))
+                .join(lic, "_node", "left")
+                .groupBy("root", "leaf", "path")
+                .agg(lic_map_d.alias("_ld"),
+                     F.map_from_entries(F.collect_list(F.struct("_node", "license_with_imputed")))
+                     .alias("_li")))
+    chains = paths.join(node_lic, ["root", "leaf", "path"], "left")
+    variants = []
+    for variant in VARIANTS:
+        rel_values = F.transform(F.col(graph.EDGE_VALUES_COLUMN), lambda e: e[f"relation_{variant}"])
+        lic_map = F.col("_ld") if variant == "declared" else F.col("_li")
+        lic_values = F.transform("path", lambda n: F.element_at(lic_map, n))
+        variants.append(chains.select(
+            F.lit(variant).alias("variant"), "root", "leaf", "path", F.col("depth").cast("int"),
+            rel_values.alias("relations"),
+            _pattern(rel_values).alias("pattern"),
+            lic_values.alias("licenses"),
+            _pattern(lic_values).alias("license_pattern"),
+            "truncated"))
+    table = variants[0].unionByName(variants[1])
+    store.overwrite(LINEAGE_CHAINS, table, operation="LINEAGE")
+    stored = store.read(LINEAGE_CHAINS)
+    stats = {r["variant"]: r for r in stored.groupBy("variant").agg(
+        F.count("*").alias("paths"),
+        F.count("pattern").alias("reuse_chains"),
+        F.count("license_pattern").alias("license_chains"),
+        F.countDistinct("pattern").alias("patterns")).collect()}
+    declared_patterns = stored.where("variant = 'declared' AND pattern IS NOT NULL").select("pattern").distinct()
+    new_patterns = (stored.where("variant = 'with_imputed' AND pattern IS NOT NULL").select("pattern")
+                    .distinct().join(declared_patterns, "pattern", "left_anti"))
+    n_new = new_patterns.count()
+    examples = [r[0] for r in new_patterns.orderBy("pattern").limit(20).collect()]
+    d, i = stats.get("declared"), stats.get("with_imputed")
+    get = lambda row, key: row[key] if row else 0  # noqa: E731
+    progress(f"lineage: {get(d, 'paths')} root-to-leaf paths; complete reuse chains "
+             f"{get(d, 'reuse_chains')} declared -> {get(i, 'reuse_chains')} with imputed")
+    return {
+        "paths": get(d, "paths"),
+        "chains": {"declared": get(d, "reuse_chains"), "with_imputed": get(i, "reuse_chains"),
+                   "expansion_pct": _pct_gain(get(d, "reuse_chains"), get(i, "reuse_chains"))},
+        "reuse_patterns": {"declared": get(d, "patterns"), "with_imputed": get(i, "patterns"),
+                           "new": n_new, "new_examples": examples},
+        "license_chains": {"declared": get(d, "license_chains"), "with_imputed": get(i, "license_chains"),
+                           "expansion_pct": _pct_gain(get(d, "license_chains"), get(i, "license_chains"))},
+    }
+
+
+def _pattern(values: Any) -> Any:
+    """``a > b > c``, or null when any value is unknown (an incomplete chain)."""
+    return F.when(F.forall(values, lambda v: v.isNotNull()), F.array_join(values, _SEP))
+
+
+def _pct_gain(before: int, after: int) -> float | None:
+    return round(100.0 * (after - before) / before, 2) if before else None
+
+
+def _conflicts(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: DataFrame,
+               rules: Any, progress: Callable[[str], None]) -> dict[str, Any]:
+    child = licences.select(F.col("id").alias("child"), F.col("license_declared").alias("child_d"),
+                            F.col("license_with_imputed").alias("child_i"))
+    parent = licences.select(F.col("id").alias("parent"), F.col("license_declared").alias("parent_d"),
+                             F.col("license_with_imputed").alias("parent_i"))
+    pairs = edges.select("child", "parent").join(child, "child", "left").join(parent, "parent", "left")
+    distinct = sorted({r[0] for r in licences.select("license_with_imputed").distinct().collect()},
+                      key=lambda v: (v is None, v or ""))
+    verdicts = spark.createDataFrame(
+        rules.verdict_rows(distinct),
+        "v_parent string, v_child string, verdict string, rule string, reason string")
+    per_variant = []
+    for variant, suffix in (("declared", "d"), ("with_imputed", "i")):
+        rows = (pairs.select("child", "parent", F.col(f"child_{suffix}").alias("child_license"),
+                             F.col(f"parent_{suffix}").alias("parent_license"))
+                .join(F.broadcast(verdicts), F.col("parent_license").eqNullSafe(F.col("v_parent"))
+                      & F.col("child_license").eqNullSafe(F.col("v_child")), "left")
+                .select(F.lit(variant).alias("variant"), "child", "parent",
+                        "child_license", "parent_license", "verdict", "rule", "reason"))
+        per_variant.append(rows)
+    all_edges = per_variant[0].unionByName(per_variant[1])
+    conflicts = all_edges.where(F.col("verdict") == "conflict")
+    store.overwrite(LICENSE_CONFLICTS, conflicts, operation="LINEAGE")
+    stored = store.read(LICENSE_CONFLICTS)
+    chains = store.read(LINEAGE_CHAINS).where("license_pattern IS NOT NULL")
+    edge_conflicts = stored.select("variant", "child", "parent").distinct()
+    # A licence chain is incompatible when any of its edges is a conflict in that variant.
+    steps = F.arrays_zip(F.slice("path", 2, F.size("path")).alias("child"),
+                         F.slice("path", 1, F.size("path") - 1).alias("parent"))
+    bad = (chains.select("variant", "path", F.explode(steps).alias("_e"))
+           .select("variant", "path", F.col("_e.child").alias("child"), F.col("_e.parent").alias("parent"))
+           .join(F.broadcast(edge_conflicts) if _small(edge_conflicts) else edge_conflicts,
+                 ["variant", "child", "parent"], "left_semi")
+           .select("variant", "path").distinct())
+    totals = {r[0]: r[1] for r in chains.groupBy("variant").count().collect()}
+    bads = {r[0]: r[1] for r in bad.groupBy("variant").count().collect()}
+    n_conf = {r[0]: r[1] for r in stored.groupBy("variant").count().collect()}
+    share = {v: (round(bads.get(v, 0) / totals[v], 4) if totals.get(v) else None) for v in VARIANTS}
+    progress(f"lineage: licence conflicts on {n_conf.get('declared', 0)} edges declared, "
+             f"{n_conf.get('with_imputed', 0)} with imputed")
+    return {"license_conflicts": {v: n_conf.get(v, 0) for v in VARIANTS},
+            "incompatible_share": share}
+
+
+def _small(df: DataFrame, limit: int = 1_000_000) -> bool:
+    return df.limit(limit + 1).count() <= limit
+
+
+def write_report(report: dict[str, Any], path: str) -> None:
+    """Write the report as indented JSON."""
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,161 @@
+"""Lineage: components and chains against independent union-find / DFS, cycles, conflicts, report."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import gzip
+
+import pytest
+
+from semfin_spark.delta import DeltaStore
+from semfin_spark.lineage import run_lineage
+from semfin_spark.schemas import (HUB_MODELS, LICENSE_CONFLICTS, LINEAGE_CHAINS, LINEAGE_COMPONENTS,
+                                  LINEAGE_EDGES, MODEL_FIELDS, MODEL_PARENTS, Table)
+
+RELATION = {"finetuned": "finetune", "quantized": "quantized", "merged": "merge", "adapter": "adapter"}
+
+
+def write_rows(spark, store, table: Table, rows: list[dict]) -> None:
+    full = [tuple(r.get(c) for c in table.columns) for r in rows]
+    store.overwrite(table, spark.createDataFrame(full, table.schema))
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+def independent_components(nodes, edges):
+    parent = {n: n for n in nodes}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups = collections.defaultdict(set)
+    for n in nodes:
+        groups[find(n)].add(n)
+    return {n: min(g) for g in groups.values() for n in g}
+
+
+def independent_paths(edges):
+    """Every root-to-leaf path of a DAG, by explicit-stack DFS (child -> parent edges)."""
+    children = collections.defaultdict(set)
+    has_parent, nodes = set(), set()
+    for child, par in edges:
+        children[par].add(child)
+        has_parent.add(child)
+        nodes |= {child, par}
+    out = []
+    for root in sorted(nodes - has_parent):
+        stack = [(root, (root,))]
+        while stack:
+            node, path = stack.pop()
+            if not children[node]:
+                out.append(path)
+            for c in children[node]:
+                if c not in path:
+                    stack.append((c, path + (c,)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_graph(shared_data):
+    with gzip.open(shared_data / "lineage_edges_2025.csv.gz", "rt") as fh:
+        return [(r["target"], r["source"], RELATION[r["edge"]]) for r in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def real_warehouse(spark, tmp_path_factory, real_graph):
+    """The real graph as model_parents, with licences planted on a deterministic share of models."""
+    from semfin_spark.settings import load_settings
+
+    settings = load_settings(environ={}, overrides={"warehouse": str(tmp_path_factory.mktemp("lineage"))})
+    store = DeltaStore.from_settings(spark, settings)
+    nodes = sorted({n for c, p, _ in real_graph for n in (c, p)})
+    children = {c for c, _, _ in real_graph}
+    # Parents that are never children and whose name hashes to 0 mod 10 are "not on the Hub".
+    external = {n for n in nodes if n not in children and sum(map(ord, n)) % 10 == 0}
+    models = [n for n in nodes if n not in external]
+    write_rows(spark, store, HUB_MODELS, [{"id": n} for n in models])
+    write_rows(spark, store, MODEL_PARENTS, [
+        {"model_id": c, "parent_id": p, "relation": (r if i % 3 else None), "source": "tag"}
+        for i, (c, p, r) in enumerate(real_graph)])
+    fields = []
+    for i, n in enumerate(models):
+        declared = ("apache-2.0", "llama3.1", "mit", "cc-by-nc-4.0", None, None)[i % 6]
+        imputed = None if declared else ("apache-2.0", "mit", None)[i % 3]
+        fields.append({"model_id": n, "field": "license", "declared_value": declared,
+                       "imputed_value": imputed, "value": declared or imputed})
+        fields.append({"model_id": n, "field": "reuse_method", "declared_value": None,
+                       "imputed_value": "finetune" if i % 2 else None})
+    write_rows(spark, store, MODEL_FIELDS, fields)
+    report = run_lineage(spark, store, settings, progress=quiet)
+    return store, report, nodes, external
+
+
+def test_components_equal_union_find(real_warehouse, real_graph):
+    store, report, nodes, external = real_warehouse
+    edges = [(c, p) for c, p, _ in real_graph if c != p]
+    expected = independent_components(nodes, edges)
+    got = {r["model_id"]: r["component_id"] for r in store.read(LINEAGE_COMPONENTS).collect()}
+    assert got == expected
+    sizes = collections.Counter(expected.values())
+    assert report["components"] == sum(1 for s in sizes.values() if s > 1)
+    assert report["largest_component"] == max(sizes.values())
+    assert report["self_loops"] == sum(1 for c, p, _ in real_graph if c == p) == 42
+    externals = {r["model_id"] for r in store.read(LINEAGE_COMPONENTS).where("external").collect()}
+    assert externals == external
+
+
+def test_chains_equal_dfs(real_warehouse, real_graph):
+    store, report, _, _ = real_warehouse
+    expected = sorted(independent_paths([(c, p) for c, p, _ in real_graph if c != p]))
+    chains = store.read(LINEAGE_CHAINS).where("variant = 'declared'")
+    got = sorted(tuple(r["path"]) for r in chains.select("path").collect())
+    assert got == expected
+    assert report["paths"] == len(expected) == 42461
+
+
+def test_relations_and_patterns(real_warehouse, real_graph):
+    store, report, _, _ = real_warehouse
+    declared = {(c, p): r for i, (c, p, r) in enumerate(real_graph) if i % 3 and c != p}
+    edges = {(r["child"], r["parent"]): r for r in store.read(LINEAGE_EDGES).collect()}
+    for key, relation in list(declared.items())[:2000]:
+        assert edges[key]["relation"] == relation and edges[key]["relation_source"] == "declared"
+    # Imputation can only complete more chains, never fewer.
+    assert report["chains"]["with_imputed"] >= report["chains"]["declared"] > 0
+    assert report["license_chains"]["with_imputed"] >= report["license_chains"]["declared"]
+    row = store.read(LINEAGE_CHAINS).where("variant = 'declared' AND pattern IS NOT NULL").first()
+    assert row["pattern"] == " > ".join(row["relations"])
+    assert len(row["relations"]) == row["depth"] == len(row["path"]) - 1
+
+
+def test_conflicts_follow_the_rules(real_warehouse):
+    store, report, _, _ = real_warehouse
+    conflicts = store.read(LICENSE_CONFLICTS).collect()
+    assert conflicts, "the planted cc-by-nc / llama3.1 parents with permissive children must conflict"
+    for r in conflicts:
+        assert r["verdict"] == "conflict" and r["rule"] and r["reason"]
+        assert r["parent_license"] in ("cc-by-nc-4.0", "llama3.1")
+    for variant in ("declared", "with_imputed"):
+        assert 0 < report["incompatible_share"][variant] < 1
+
+
+def test_cycles_and_self_loops_terminate(spark, settings):
+    store = DeltaStore.from_settings(spark, settings)
+    write_rows(spark, store, HUB_MODELS, [{"id": n} for n in ("a", "b", "c", "d", "e", "s")])
+    edges = [("b", "a"), ("c", "b"), ("a", "c"), ("d", "c"), ("e", "d"), ("s", "s")]
+    write_rows(spark, store, MODEL_PARENTS, [{"model_id": c, "parent_id": p, "relation": "finetune"}
+                                             for c, p in edges])
+    write_rows(spark, store, MODEL_FIELDS, [])
+    report = run_lineage(spark, store, settings, progress=quiet)
+    assert report["self_loops"] == 1
+    assert report["cycles"]["count"] == 1 and report["cycles"]["nodes_on_cycles"] == 3
+    assert report["components"] == 1 and report["isolated_models"] == 1
