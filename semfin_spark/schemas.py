@@ -120,7 +120,7 @@ FLATTEN_REJECTS = Table(
         _col("model_id", STR, "Hub repo id.", False),
         _col("sha", STR, "Repo commit."),
         _col("source", STR, "`config_json` or `config_summary`."),
-        _col("reason", STR, "`invalid_json`, `not_an_object`, `non_finite_number`, `duplicate_key`, `too_deep`, `too_many_keys`, `too_large`, `invalid_utf8`, `binary`."),
+        _col("reason", STR, "`invalid_json`, `not_an_object`, `non_finite_number`, `duplicate_key`, `too_deep`, `too_many_keys`, `too_large`, `invalid_utf8`, `binary`, `list_too_long`, `key_collision` (see semfin_spark.flatten)."),
         _col("detail", STR, "The specifics (parser message, depth, key count)."),
         _col("raw", STR, "Start of the offending text (flatten.reject_raw_max_chars)."),
         _col("rejected_at", TS, "When the flatten run rejected it (UTC)."),
