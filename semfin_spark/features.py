@@ -1,0 +1,295 @@
+"""The fingerprint: each model as a bag of tokens, and the tokens each field may not see.
+
+:func:`model_features` turns what a repo carries into one array of tokens per model:
+
+* ``config_key:<key>``: a key path of its config (``config_features.key``, list positions
+  left out, all-digit path segments written ``#`` so ``id2label.0`` and ``id2label.7``
+  are one key);
+* ``config:<key>=<value>``: the key with its value, for strings (lower-cased, first
+  :data:`MAX_VALUE_CHARS` characters), booleans, nulls and integers from -16 to 16;
+  other numbers are bucketed on a log scale, ``config:<key>~2^<e>`` with
+  ``e = floor(log2(|x|))`` (``-2^<e>`` for negatives), so ``hidden_size`` 768 is ``~2^9``
+  and ``layer_norm_eps`` 1e-5 is ``~2^-17``;
+* ``architecture:<name>`` and ``architecture_head:<head>``: a transformers class name in
+  ``architectures`` split by :data:`ARCHITECTURE_PATTERN`
+  (``XLMRobertaForTokenClassification`` -> ``architecture:xlmroberta``,
+  ``architecture_head:fortokenclassification``), so a head seen with one architecture
+  tells the task of another, and an architecture seen with one head tells the type of
+  another;
+* ``tag:<kind>:<value>``: each tag with its ``model_tags.kind`` (lower-cased value).
+  Two kinds are made here: ``base_model:<relation>:<parent>`` tags give
+  ``tag:base_model_relation:<relation>`` (and ``tag:base_model:<parent>``, as a plain
+  ``base_model:<parent>`` tag does), and a tag equal to the model's declared
+  ``model_type`` becomes ``tag:model_type:<value>``, so the leakage rules can find both;
+* ``file:<path>`` (lower-cased, digit runs written ``#``: ``pytorch_model-#-of-#.bin``),
+  ``file_ext:<extension>`` and ``file_kind:<kind>`` for each repo file;
+* ``author:<owner>`` and ``name:<word>`` for the words of the repo name (split on
+  anything but letters and digits; words of one character dropped), plus each word
+  without its trailing digits (``mbart50`` also gives ``name:mbart``).
+
+The model card (``hub_models.card_data``) gives no token: what a card says about the
+five fields *is* the declared value. :data:`LEAKAGE_RULES` still lists the card's keys,
+so a card token added later is dropped for its field without another change.
+
+:func:`field_tokens` applies :data:`LEAKAGE_RULES`: for each field, every token that
+encodes that field directly is removed before the field's classifier sees it (in training,
+evaluation and imputation alike, so the three see the same features).
+
+Implementation details:
+    Everything is Spark built-in functions: one token column per source table, a union,
+    and one ``groupBy(model_id)`` with ``collect_set``. Nothing is collected; the executors
+    do all the work. Models without any config, tag or file still get their author and
+    name tokens (the rows start from ``hub_models``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from semfin_spark.delta import DeltaStore
+from semfin_spark.schemas import CONFIG_FEATURES, HUB_MODELS, MODEL_FIELDS, MODEL_FILES, MODEL_TAGS
+from semfin_spark.settings import FIELDS
+
+MAX_VALUE_CHARS = 64
+"""String values longer than this are cut to their first characters in a token."""
+
+EXACT_INT_LIMIT = 16
+"""Integers with an absolute value up to this keep their value; larger ones are bucketed."""
+
+ARCHITECTURE_PATTERN = (r"^(?:TF|Flax)?([A-Z0-9][A-Za-z0-9_]*?)"
+                        r"(For[A-Z][A-Za-z0-9]*|WithLMHeadModel|LMHeadModel|MTModel|Model|LMHead)?$")
+"""A transformers class name split into its architecture and its head:
+``XLMRobertaForTokenClassification`` -> ``XLMRoberta`` + ``ForTokenClassification``,
+``GPT2LMHeadModel`` -> ``GPT2`` + ``LMHeadModel`` (``TF``/``Flax`` prefixes dropped)."""
+
+FEATURE_COLUMNS = ("model_id", "tokens")
+"""Columns of :func:`model_features` and :func:`field_tokens`."""
+
+
+@dataclass(frozen=True)
+class LeakageRule:
+    """Tokens that encode a field directly, removed before that field's classifier.
+
+    Attributes:
+        field: one of :data:`~semfin_spark.settings.FIELDS`.
+        prefixes: a token starting with any of these is dropped.
+        exact: a token equal to any of these is dropped.
+        reason: what these tokens are, for the README and the MLflow run.
+    """
+
+    field: str
+    prefixes: tuple[str, ...]
+    exact: tuple[str, ...]
+    reason: str
+
+    def leaks(self, token: str) -> bool:
+        """True when ``token`` must not reach this field's classifier.
+
+        Examples:
+            >>> LEAKAGE_RULES["license"].leaks("tag:license:mit")
+            True
+            >>> LEAKAGE_RULES["license"].leaks("tag:language:en")
+            False
+        """
+        return token in self.exact or token.startswith(self.prefixes)
+
+
+LEAKAGE_RULES: dict[str, LeakageRule] = {
+    "license": LeakageRule(
+        "license", ("tag:license:", "card:license"), (),
+        "`license:*` tags, and the card's licence (`license`, `license_name`, `license_link`)"),
+    "pipeline_tag": LeakageRule(
+        "pipeline_tag", ("tag:task:", "card:pipeline_tag"), (),
+        "every task tag (the Hub copies the pipeline tag among the tags; legacy "
+        "`conversational` included), and the card's `pipeline_tag`"),
+    "library_name": LeakageRule(
+        "library_name", ("tag:library:", "card:library_name"), (),
+        "every library and framework tag (the Hub copies the library among the tags), and "
+        "the card's `library_name`"),
+    "model_type": LeakageRule(
+        "model_type", ("config:model_type=", "config:model_type~", "tag:model_type:"),
+        ("config_key:model_type",),
+        "the config's top-level `model_type` (key and value), and the tag equal to it"),
+    "reuse_method": LeakageRule(
+        "reuse_method", ("tag:base_model_relation:", "card:base_model_relation"), (),
+        "the relation of `base_model:<relation>:<parent>` tags, and the card's "
+        "`base_model_relation`"),
+}
+"""The one place that says which tokens each field may not see (listed in the README)."""
+
+if set(LEAKAGE_RULES) != set(FIELDS):  # settings.FIELDS is the one list of fields
+    raise RuntimeError(f"features.py has leakage rules for {sorted(LEAKAGE_RULES)}, "
+                       f"settings.FIELDS is {FIELDS}")
+
+
+def _digit_segments(key: Column) -> Column:
+    """``id2label.0.name`` -> ``id2label.#.name``: list-like object keys become one key."""
+    return F.regexp_replace(key, r"(^|\.)[0-9]+(?=\.|$)", "$1#")
+
+
+def _number_token(num: Column, value_type: Column) -> Column:
+    """``=<n>`` for small integers, else ``~2^<e>`` / ``~-2^<e>`` (log2 bucket), ``=0`` for 0."""
+    exponent = F.floor(F.log2(F.abs(num))).cast("int").cast("string")
+    small_int = (value_type == "int") & (F.abs(num) <= EXACT_INT_LIMIT)
+    return (F.when(small_int, F.concat(F.lit("="), num.cast("long").cast("string")))
+            .when(num == 0, F.lit("=0"))
+            .when(num > 0, F.concat(F.lit("~2^"), exponent))
+            .otherwise(F.concat(F.lit("~-2^"), exponent)))
+
+
+def _config_tokens(config: DataFrame) -> DataFrame:
+    key = _digit_segments(F.lower(F.col("key")))
+    value = F.lower(F.trim(F.col("value")))
+    numeric = F.col("value_type").isin("int", "float") & F.col("value_num").isNotNull()
+    suffix = (F.when(numeric, _number_token(F.col("value_num"), F.col("value_type")))
+              .when(F.col("value_type").isin("object", "list"), F.lit(None))
+              .when(F.col("value").isNull(), F.lit("=null"))
+              .otherwise(F.concat(F.lit("="), F.substring(value, 1, MAX_VALUE_CHARS))))
+    arch = F.regexp_extract(F.col("value"), ARCHITECTURE_PATTERN, 1)
+    head = F.regexp_extract(F.col("value"), ARCHITECTURE_PATTERN, 2)
+    is_arch = (F.lower(F.col("key")) == "architectures") & (arch != "")
+    tokens = F.array(F.concat(F.lit("config_key:"), key),
+                     F.concat(F.lit("config:"), key, suffix),
+                     F.when(is_arch, F.concat(F.lit("architecture:"), F.lower(arch))),
+                     F.when(is_arch & (head != ""), F.concat(F.lit("architecture_head:"), F.lower(head))))
+    return (config.where(F.col("key").isNotNull())
+            .select("model_id", F.explode(F.filter(tokens, lambda t: t.isNotNull())).alias("token")))
+
+
+def _tag_tokens(tags: DataFrame, model_types: DataFrame) -> DataFrame:
+    value = F.lower(F.trim(F.col("value")))
+    kind = F.lower(F.coalesce(F.col("kind"), F.lit("other")))
+    own_type = F.col("_model_type").isNotNull() & (F.lower(F.trim(F.col("tag"))) == F.col("_model_type"))
+    relation = F.lower(F.col("relation"))
+    tokens = F.array(
+        F.when(own_type, F.concat(F.lit("tag:model_type:"), value))
+        .otherwise(F.concat(F.lit("tag:"), kind, F.lit(":"), value)),
+        F.when(relation.isNotNull(), F.concat(F.lit("tag:base_model_relation:"), relation)),
+    )
+    return (tags.join(model_types, "model_id", "left")
+            .select("model_id", F.explode(F.filter(tokens, lambda t: t.isNotNull())).alias("token")))
+
+
+def _file_tokens(files: DataFrame) -> DataFrame:
+    path = F.regexp_replace(F.lower(F.trim(F.col("path"))), r"[0-9]+", "#")
+    tokens = F.array(F.concat(F.lit("file:"), path),
+                     F.concat(F.lit("file_ext:"), F.lower(F.col("extension"))),
+                     F.concat(F.lit("file_kind:"), F.lower(F.col("kind"))))
+    return files.select("model_id", F.explode(F.filter(tokens, lambda t: t.isNotNull())).alias("token"))
+
+
+def _repo_tokens(hub: DataFrame) -> DataFrame:
+    has_owner = F.instr(F.col("id"), "/") > 0
+    owner = F.when(has_owner, F.lower(F.substring_index(F.col("id"), "/", 1)))
+    name = F.lower(F.substring_index(F.col("id"), "/", -1))
+    words = F.filter(F.split(name, "[^a-z0-9]+"), lambda w: F.length(w) > 1)
+    # "mbart50", "wav2vec2": the word without its trailing digits too ("mbart", "wav2vec").
+    stems = F.filter(F.transform(words, lambda w: F.regexp_replace(w, "[0-9]+$", "")),
+                     lambda w: F.length(w) > 1)
+    tokens = F.concat(F.array(F.concat(F.lit("author:"), owner)),
+                      F.transform(F.array_distinct(F.concat(words, stems)),
+                                  lambda w: F.concat(F.lit("name:"), w)))
+    return hub.select(F.col("id").alias("model_id"),
+                      F.explode(F.filter(tokens, lambda t: t.isNotNull())).alias("token"))
+
+
+def model_features(store: DeltaStore) -> DataFrame:
+    """Every model of ``hub_models`` with its fingerprint tokens (all fields' features).
+
+    Args:
+        store: the warehouse; reads ``hub_models``, ``config_features``, ``model_tags``,
+            ``model_files`` and (for the model_type tag) ``model_fields``. A missing table
+            reads as empty, so a model can have author and name tokens only.
+
+    Returns:
+        ``model_id`` (string), ``tokens`` (array<string>, sorted, distinct): one row per
+        model of ``hub_models``. These tokens still include the leaking ones: use
+        :func:`field_tokens` before any classifier.
+
+    Examples:
+        >>> row = model_features(store).where("model_id = 'gpt2'").first()   # doctest: +SKIP
+        >>> [t for t in row.tokens if t.startswith("config")][:3]           # doctest: +SKIP
+        ['config:architectures=gpt2lmheadmodel', 'config:model_type=gpt2', 'config_key:architectures']
+
+    Implementation details:
+        One shuffle: the token rows of the four sources are unioned and grouped by
+        ``model_id``. The driver only builds the plan.
+    """
+    hub = store.read(HUB_MODELS).select("id")
+    model_types = (store.read(MODEL_FIELDS)
+                   .where((F.col("field") == "model_type") & F.col("declared_value").isNotNull())
+                   .select("model_id", F.lower(F.trim("declared_value")).alias("_model_type")))
+    rows = (_repo_tokens(hub)
+            .unionByName(_config_tokens(store.read(CONFIG_FEATURES)))
+            .unionByName(_tag_tokens(store.read(MODEL_TAGS), model_types))
+            .unionByName(_file_tokens(store.read(MODEL_FILES))))
+    grouped = rows.groupBy("model_id").agg(F.array_sort(F.collect_set("token")).alias("tokens"))
+    # Start from hub_models: a model is there even if no source gave it a token, and tokens
+    # of rows whose model left hub_models are dropped.
+    return (hub.select(F.col("id").alias("model_id"))
+            .join(grouped, "model_id", "left")
+            .select("model_id", F.coalesce("tokens", F.array().cast("array<string>")).alias("tokens")))
+
+
+def leakage_filter(field: str) -> Callable[[Column], Column]:
+    """The rule of ``field`` as a predicate for ``F.filter``: true for a token it may see.
+
+    Raises:
+        ValueError: ``field`` is not one of :data:`~semfin_spark.settings.FIELDS`.
+    """
+    rule = _rule(field)
+
+    def keep(token: Column) -> Column:
+        leaks = F.lit(False)
+        for prefix in rule.prefixes:
+            leaks = leaks | token.startswith(prefix)
+        if rule.exact:
+            leaks = leaks | token.isin(*rule.exact)
+        return ~leaks
+
+    return keep
+
+
+def field_tokens(features: DataFrame, field: str) -> DataFrame:
+    """The tokens ``field``'s classifier may see: ``features`` without that field's leaks.
+
+    Args:
+        features: ``model_id``, ``tokens`` (as from :func:`model_features`); other columns
+            are kept.
+        field: one of :data:`~semfin_spark.settings.FIELDS`.
+
+    Returns:
+        The same rows, ``tokens`` without every token :data:`LEAKAGE_RULES` names for
+        ``field``.
+
+    Raises:
+        ValueError: unknown field.
+
+    Examples:
+        >>> df = spark.createDataFrame([("a/b", ["tag:license:mit", "tag:language:en"])],
+        ...                            "model_id string, tokens array<string>")  # doctest: +SKIP
+        >>> field_tokens(df, "license").first().tokens                            # doctest: +SKIP
+        ['tag:language:en']
+    """
+    keep = leakage_filter(field)
+    return features.withColumn("tokens", F.filter("tokens", keep))
+
+
+def _rule(field: str) -> LeakageRule:
+    try:
+        return LEAKAGE_RULES[field]
+    except KeyError:
+        raise ValueError(f"unknown field {field!r}; choose from {', '.join(FIELDS)}") from None
+
+
+def leakage_table() -> str:
+    """The leakage rules as a Markdown table (the README's list is this text)."""
+    lines = ["| field | tokens dropped | what they are |", "|---|---|---|"]
+    for rule in LEAKAGE_RULES.values():
+        dropped = ", ".join([f"`{p}*`" for p in rule.prefixes] + [f"`{e}`" for e in rule.exact])
+        lines.append(f"| `{rule.field}` | {dropped} | {rule.reason} |")
+    return "\n".join(lines)

@@ -1,0 +1,761 @@
+"""The train stage: one Spark ML classifier per field, tracked and registered in MLflow.
+
+For each field of ``train.fields`` with at least ``train.min_labels`` labelled models
+(models that declare the field in ``model_fields``), :func:`fit_field` builds a
+``PipelineModel`` that goes from a model's tokens (:mod:`semfin_spark.features`, with the
+field's leaking tokens removed) to a label and a confidence:
+
+    ``CountVectorizer`` (binary, ``train.min_feature_df``, ``train.max_features``)
+    -> classifier (the family that won on validation) -> ``IndexToString``
+
+The fitted model needs only ``model_id, tokens`` to score: the labels live in the
+``IndexToString`` stage, whose output column is ``prediction`` (the classifier's own
+index column is ``prediction_index``), and ``probability`` holds the class probabilities.
+
+Rare classes: declared values with fewer than ``train.min_class_support`` training
+examples are pooled into :data:`POOLED_CLASS` (``__other__``) for training, and reported
+(``FieldModel.pooled``, the MLflow per-class report). The pooled class gets a threshold of
+:data:`POOLED_THRESHOLD` in the fitted classifier (Spark ML predicts the largest
+probability / threshold), so the model predicts the most probable *real* class while the
+pooled class keeps its share of the probability mass. The confidence is the probability
+of the predicted class (:func:`confidence`), not the largest probability, so a model that
+looks like a rare class gets a low confidence. Only when every real class has probability
+exactly 0 (naive Bayes can underflow) is ``__other__`` predicted; it is never a value to
+write: the impute stage skips it and the evaluation counts it as no prediction.
+
+Choosing the family (``train.classifiers``): a seeded :data:`VALIDATION_FRACTION` of the
+training models (by a hash of the model id, so the same models whatever the row order) is
+held out; each family is fitted on the rest and scored on it; the best validation accuracy
+wins, a tie goes to the simpler family (:data:`FAMILIES` order); the winner is then refitted
+on every training model. Past :data:`VALIDATION_MAX_MODELS` training models the comparison
+runs on a seeded sample of that size. Families:
+
+* ``naive_bayes``: multinomial naive Bayes on the binary token vector (smoothing
+  :data:`NB_SMOOTHING`).
+* ``logistic_regression``: multinomial logistic regression, L2 (``regParam``
+  :data:`LR_REG_PARAM`), at most :data:`LR_MAX_ITER` L-BFGS iterations, no standardisation
+  (the features are 0/1).
+* ``random_forest``: :data:`RF_TREES` trees of depth :data:`RF_DEPTH`; slower, offered for
+  comparison (not in the default list: it did not pay on the real data, see the README).
+
+:func:`train` does this for every field, then logs ONE MLflow run (experiment
+``mlflow.experiment`` at ``settings.tracking_uri``): parameters, per-field metrics, per
+field a confusion matrix (CSV and JSON) and a per-class report (JSON) on the validation
+models, the Delta version of every input table as tags ``delta_version.<table>``, and each
+field's ``PipelineModel`` logged with the Spark flavour and registered as
+``<train.registered_model_prefix><field>`` (``semfin-license``, ...).
+
+Implementation details:
+    Features, vectors and model fitting run on the executors (Spark ML). The driver
+    collects only per-class counts (the class list, the confusion matrix: their size grows
+    with the number of classes, not of models) and the fitted coefficients, which Spark ML
+    keeps on the driver anyway. Pip requirements are passed to MLflow explicitly, so
+    logging a model never re-loads it to infer them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import CountVectorizer, IndexToString
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from semfin_spark.delta import DeltaStore, table_versions
+from semfin_spark.schemas import (
+    CONFIG_FEATURES, HUB_MODELS, MODEL_FIELDS, MODEL_FILES, MODEL_PARENTS, MODEL_TAGS,
+)
+from semfin_spark.settings import FIELDS, Settings, TrainSettings
+
+POOLED_CLASS = "__other__"
+"""The class that pools labels rarer than ``train.min_class_support``; never a value to write."""
+
+FAMILIES = ("naive_bayes", "logistic_regression", "random_forest")
+"""Classifier families, simplest first (a validation tie goes to the earlier one)."""
+
+VALIDATION_FRACTION = 0.2
+"""Share of the training models held out to choose the family."""
+
+VALIDATION_MAX_MODELS = 50_000
+"""Above this many training models, the families are compared on a seeded sample of this
+size (split the same way); the winner is still refitted on every training model."""
+
+EXCLUDED_LABELS: Mapping[str, tuple[str, ...]] = {"license": ("unknown",)}
+"""Declared values that are not a class: ``unknown`` is a licence nothing recognised."""
+
+POOLED_THRESHOLD = 1e12
+"""Threshold of the pooled class (Spark ML predicts the class with the largest p/t)."""
+
+LR_REG_PARAM = 0.0001
+LR_MAX_ITER = 50
+NB_SMOOTHING = 0.1
+RF_TREES = 60
+RF_DEPTH = 12
+
+INPUT_TABLES = (HUB_MODELS, CONFIG_FEATURES, MODEL_TAGS, MODEL_FILES, MODEL_FIELDS, MODEL_PARENTS)
+"""Tables a training reads; their Delta versions tag the MLflow run."""
+
+PREDICTION_COL = "prediction"
+"""Output column of a field model: the label (``IndexToString``)."""
+
+_INDEX_COL, _LABEL_INDEX, _FEATURES = "prediction_index", "label_index", "features"
+
+
+class TrainError(RuntimeError):
+    """A field cannot be trained as asked (no labels, unknown classifier family)."""
+
+
+# ------------------------------------------------------------------ labels
+
+def labels(store: DeltaStore, field: str) -> DataFrame:
+    """The declared value of ``field`` for every model that declares it.
+
+    Args:
+        store: the warehouse (reads ``model_fields``).
+        field: one of :data:`~semfin_spark.settings.FIELDS`.
+
+    Returns:
+        ``model_id``, ``label`` (string): one row per model with a declared value, minus
+        :data:`EXCLUDED_LABELS`.
+
+    Raises:
+        ValueError: unknown field.
+
+    Examples:
+        >>> labels(store, "pipeline_tag").groupBy("label").count().show()   # doctest: +SKIP
+    """
+    if field not in FIELDS:
+        raise ValueError(f"unknown field {field!r}; choose from {', '.join(FIELDS)}")
+    rows = (store.read(MODEL_FIELDS)
+            .where((F.col("field") == field) & F.col("declared_value").isNotNull()
+                   & (F.trim("declared_value") != ""))
+            .select("model_id", F.col("declared_value").alias("label")))
+    excluded = EXCLUDED_LABELS.get(field, ())
+    if excluded:
+        rows = rows.where(~F.col("label").isin(*excluded))
+    return rows
+
+
+def split_flag(column: str, seed: int, fraction: float) -> Any:
+    """A boolean column: true for a seeded ``fraction`` of the values of ``column``.
+
+    Deterministic whatever the row order or partitioning (a hash of the value and the
+    seed, not ``randomSplit``): the same ids fall on the same side on every run.
+    """
+    bucket = F.pmod(F.xxhash64(F.col(column).cast("string"), F.lit(int(seed))), F.lit(1_000_000))
+    return bucket < F.lit(int(round(fraction * 1_000_000)))
+
+
+# ------------------------------------------------------------------ metrics
+
+@dataclass
+class Metrics:
+    """Classification figures of predictions against true labels.
+
+    ``accuracy`` counts a missing prediction as wrong; ``coverage`` is the share with a
+    prediction; ``macro_f1`` averages F1 over the classes present in the true labels.
+    ``confusion`` is ``{true: {predicted: count}}`` (a missing prediction is ``None``),
+    ``per_class`` is ``{class: {precision, recall, f1, support}}``.
+    """
+
+    n: int = 0
+    accuracy: float = 0.0
+    macro_f1: float = 0.0
+    coverage: float = 0.0
+    confusion: dict[str, dict[str | None, int]] = field(default_factory=dict)
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float]:
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "coverage": self.coverage}
+
+
+def classification_metrics(scored: DataFrame, label_col: str = "label",
+                           prediction_col: str = PREDICTION_COL) -> Metrics:
+    """Accuracy, macro F1, coverage and the confusion matrix of ``scored``.
+
+    Args:
+        scored: one row per test model with its true label and prediction (null: none).
+        label_col, prediction_col: the two columns.
+
+    Returns:
+        :class:`Metrics`, figures rounded to 6 decimals.
+
+    Examples:
+        >>> df = spark.createDataFrame([("a", "a"), ("a", None), ("b", "a")], "label string, prediction string")  # doctest: +SKIP
+        >>> classification_metrics(df).summary()  # doctest: +SKIP
+        {'accuracy': 0.333333, 'macro_f1': 0.25, 'coverage': 0.666667}
+
+    Implementation details:
+        One aggregation on the executors; the driver receives one row per (true,
+        predicted) pair, as many as the confusion matrix has cells.
+    """
+    cells = (scored.groupBy(F.col(label_col).alias("t"), F.col(prediction_col).alias("p"))
+             .count().collect())
+    return metrics_from_confusion({(r["t"], r["p"]): r["count"] for r in cells})
+
+
+def metrics_from_confusion(cells: Mapping[tuple[str, str | None], int]) -> Metrics:
+    """:class:`Metrics` from ``{(true, predicted): count}`` (predicted None: no prediction)."""
+    n = sum(cells.values())
+    if n == 0:
+        return Metrics()
+    correct = sum(c for (t, p), c in cells.items() if p is not None and t == p)
+    covered = sum(c for (t, p), c in cells.items() if p is not None)
+    classes = sorted({t for t, _ in cells})
+    per_class: dict[str, dict[str, float]] = {}
+    for cls in classes:
+        tp = cells.get((cls, cls), 0)
+        support = sum(c for (t, _), c in cells.items() if t == cls)
+        predicted = sum(c for (_, p), c in cells.items() if p == cls)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * tp / (support + predicted) if support + predicted else 0.0
+        per_class[cls] = {"precision": _r(precision), "recall": _r(recall), "f1": _r(f1),
+                          "support": support}
+    confusion: dict[str, dict[str | None, int]] = {}
+    for (t, p), c in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        confusion.setdefault(t, {})[p] = c
+    macro = sum(v["f1"] for v in per_class.values()) / len(per_class)
+    return Metrics(n=n, accuracy=_r(correct / n), macro_f1=_r(macro), coverage=_r(covered / n),
+                   confusion=confusion, per_class=per_class)
+
+
+def _r(x: float) -> float:
+    return round(float(x), 6)
+
+
+# ------------------------------------------------------------------ one field
+
+@dataclass
+class FieldModel:
+    """A fitted field classifier and how it was chosen.
+
+    Attributes:
+        field: the field it predicts.
+        family: the classifier family that won on validation.
+        model: the ``PipelineModel`` (tokens -> ``prediction``, ``probability``).
+        classes: the class labels in index order (:data:`POOLED_CLASS` among them when
+            rare classes were pooled).
+        class_counts: training models per declared value (before pooling).
+        pooled: the declared values pooled into :data:`POOLED_CLASS`, with their counts.
+        n_train: training models.
+        validation: per family tried, ``{accuracy, macro_f1, n}`` on the validation models.
+        validation_metrics: the winner's full :class:`Metrics` on the validation models
+            (confusion matrix, per-class report).
+        seconds: wall time of the fit, validation included.
+    """
+
+    field: str
+    family: str
+    model: PipelineModel
+    classes: tuple[str, ...]
+    class_counts: dict[str, int]
+    pooled: dict[str, int]
+    n_train: int
+    validation: dict[str, dict[str, float]]
+    validation_metrics: Metrics
+    seconds: float
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """The tokens the classifier sees (the ``CountVectorizer`` vocabulary)."""
+        return vocabulary(self.model)
+
+
+def vocabulary(model: PipelineModel) -> list[str]:
+    """The token vocabulary of a field's ``PipelineModel``."""
+    from pyspark.ml.feature import CountVectorizerModel
+
+    for stage in model.stages:
+        if isinstance(stage, CountVectorizerModel):
+            return list(stage.vocabulary)
+    raise TrainError("the model has no CountVectorizer stage")
+
+
+def _estimator(family: str, seed: int) -> Any:
+    from pyspark.ml.classification import LogisticRegression, NaiveBayes, RandomForestClassifier
+
+    common = dict(featuresCol=_FEATURES, labelCol=_LABEL_INDEX, predictionCol=_INDEX_COL,
+                  probabilityCol="probability", rawPredictionCol="raw_prediction")
+    if family == "naive_bayes":
+        return NaiveBayes(modelType="multinomial", smoothing=NB_SMOOTHING, **common)
+    if family == "logistic_regression":
+        return LogisticRegression(family="multinomial", maxIter=LR_MAX_ITER, regParam=LR_REG_PARAM,
+                                  elasticNetParam=0.0, standardization=False, **common)
+    if family == "random_forest":
+        return RandomForestClassifier(numTrees=RF_TREES, maxDepth=RF_DEPTH, seed=seed,
+                                      featureSubsetStrategy="sqrt", subsamplingRate=0.8, **common)
+    raise TrainError(f"unknown classifier family {family!r}; choose from {', '.join(FAMILIES)}")
+
+
+def _vectorizer(settings: TrainSettings) -> CountVectorizer:
+    return CountVectorizer(inputCol="tokens", outputCol=_FEATURES, binary=True,
+                           minDF=float(settings.min_feature_df), vocabSize=settings.max_features)
+
+
+def _class_index(classes: Sequence[str], pooled: Mapping[str, int]) -> Any:
+    """label -> index (double) as a literal map; pooled labels go to POOLED_CLASS's index."""
+    index = {c: float(i) for i, c in enumerate(classes)}
+    for label in pooled:
+        index[label] = index[POOLED_CLASS]
+    pairs = [x for item in sorted(index.items()) for x in (F.lit(item[0]), F.lit(item[1]))]
+    return F.element_at(F.create_map(*pairs), F.col("label"))
+
+
+def _never_pooled(classifier: Any, classes: Sequence[str]) -> Any:
+    """The fitted classifier with the pooled class's threshold so high it never wins.
+
+    The pooled class keeps its share of the probability (so the confidence of a model
+    that looks rare stays low), but the prediction is the most probable real class.
+    """
+    if POOLED_CLASS in classes and len(classes) > 1:
+        classifier.setThresholds([POOLED_THRESHOLD if c == POOLED_CLASS else 1.0 for c in classes])
+    return classifier
+
+
+def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Settings, *,
+              seed: int = 0) -> FieldModel:
+    """Fit the classifier of one field on labelled models.
+
+    Args:
+        spark: the session.
+        train_df: ``model_id``, ``tokens`` (already without the field's leaking tokens:
+            :func:`~semfin_spark.features.field_tokens`), ``label``.
+        field: the field (for names and reports).
+        settings: ``settings.train`` (families, pooling, vocabulary size).
+        seed: seeds the validation hold-out and the random forest.
+
+    Returns:
+        A :class:`FieldModel`; its ``model`` scores a DataFrame of ``model_id, tokens``.
+
+    Raises:
+        TrainError: no labelled model, or an unknown family in ``train.classifiers``.
+
+    Examples:
+        >>> fm = fit_field(spark, train_df, "pipeline_tag", settings)    # doctest: +SKIP
+        >>> fm.family, fm.validation["naive_bayes"]["accuracy"]          # doctest: +SKIP
+        ('logistic_regression', 0.93)
+
+    Implementation details:
+        The driver collects the per-class counts (to pool and index the classes), then each
+        family is fitted on the persisted vectors of the non-validation models; the winner
+        is refitted with a vocabulary of all training models. Everything else runs on the
+        executors.
+    """
+    del spark  # the data's session does the work; kept for the stage signature
+    started = time.time()
+    t = settings.train
+    families = [f for f in FAMILIES if f in t.classifiers]
+    unknown = sorted(set(t.classifiers) - set(FAMILIES))
+    if unknown or not families:
+        raise TrainError(f"unknown classifier famil(ies) {unknown or list(t.classifiers)}; "
+                         f"choose from {', '.join(FAMILIES)}")
+    data = train_df.select("model_id", "tokens", "label").where(F.col("label").isNotNull())
+    counts = {r["label"]: r["count"] for r in data.groupBy("label").count().collect()}
+    if not counts:
+        raise TrainError(f"no labelled model to train {field} on")
+    pooled = {c: n for c, n in counts.items() if n < t.min_class_support}
+    kept = {c: n for c, n in counts.items() if c not in pooled}
+    if pooled:
+        kept[POOLED_CLASS] = sum(pooled.values())
+    classes = tuple(sorted(kept, key=lambda c: (-kept[c], c)))
+    indexed = data.withColumn(_LABEL_INDEX, _class_index(classes, pooled))
+    n_train = sum(counts.values())
+
+    held_out = split_flag("model_id", seed + 7919, VALIDATION_FRACTION)
+    validation: dict[str, dict[str, float]] = {}
+    metrics: dict[str, Metrics] = {}
+    fit_part, val_part = indexed.where(~held_out), indexed.where(held_out)
+    if n_train > VALIDATION_MAX_MODELS:
+        # Choosing a family needs no more than a sample; the winner is refitted on all.
+        sample = split_flag("model_id", seed + 104729, VALIDATION_MAX_MODELS / n_train)
+        fit_part, val_part = fit_part.where(sample), val_part.where(sample)
+    vectors = _vectorizer(t).fit(fit_part)
+    fit_vec = vectors.transform(fit_part).persist(StorageLevel.MEMORY_AND_DISK)
+    val_vec = vectors.transform(val_part).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        # Validated even when there is one family: its figures are logged.
+        truth = (F.when(F.col("label").isin(*pooled), F.lit(POOLED_CLASS)).otherwise(F.col("label"))
+                 if pooled else F.col("label"))
+        to_label = IndexToString(inputCol=_INDEX_COL, outputCol=PREDICTION_COL, labels=list(classes))
+        for family in families:
+            clf = _never_pooled(_estimator(family, seed).fit(fit_vec), classes)
+            scored = to_label.transform(clf.transform(val_vec))
+            m = classification_metrics(scored.select(truth.alias("label"), PREDICTION_COL))
+            metrics[family] = m
+            validation[family] = {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "n": m.n}
+    finally:
+        fit_vec.unpersist()
+        val_vec.unpersist()
+    # Best validation accuracy; FAMILIES order (simplest first) breaks ties.
+    best = max(families, key=lambda f: (validation[f]["accuracy"], -FAMILIES.index(f)))
+
+    full_vectors = _vectorizer(t).fit(indexed)
+    full_vec = full_vectors.transform(indexed).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        clf = _never_pooled(_estimator(best, seed).fit(full_vec), classes)
+    finally:
+        full_vec.unpersist()
+    model = PipelineModel(stages=[
+        full_vectors, clf,
+        IndexToString(inputCol=_INDEX_COL, outputCol=PREDICTION_COL, labels=list(classes)),
+    ])
+    return FieldModel(field=field, family=best, model=model, classes=classes,
+                      class_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+                      pooled=dict(sorted(pooled.items())), n_train=n_train,
+                      validation=validation, validation_metrics=metrics[best],
+                      seconds=round(time.time() - started, 3))
+
+
+def score(model: FieldModel | PipelineModel, df: DataFrame) -> DataFrame:
+    """Predict a field for the models of ``df``.
+
+    Args:
+        model: a :class:`FieldModel`, or a field's ``PipelineModel`` as loaded from MLflow
+            (``mlflow.spark.load_model("models:/semfin-license/3")``).
+        df: ``model_id``, ``tokens`` (the field's tokens, :func:`~semfin_spark.features.field_tokens`).
+
+    Returns:
+        ``model_id``, ``prediction`` (a class label; :data:`POOLED_CLASS` only in the
+        underflow case of the module doc), ``confidence`` (the probability of that class).
+
+    Examples:
+        >>> score(fm, field_tokens(model_features(store), "license")).show()   # doctest: +SKIP
+    """
+    pipeline = model.model if isinstance(model, FieldModel) else model
+    tokens = df.select("model_id", F.coalesce(F.col("tokens"), F.array().cast("array<string>")).alias("tokens"))
+    scored = pipeline.transform(tokens)
+    return scored.select("model_id", PREDICTION_COL, confidence().alias("confidence"))
+
+
+def confidence() -> Any:
+    """The probability of the predicted class, as a column of a scored DataFrame.
+
+    Not the largest probability: that can be the pooled class's, which is never predicted.
+    """
+    index = F.col(_INDEX_COL).cast("int") + F.lit(1)
+    return F.element_at(vector_to_array("probability"), index)
+
+
+# ------------------------------------------------------------------ the stage
+
+@dataclass
+class FieldTraining:
+    """What training one field produced (JSON-ready: the CLI prints it)."""
+
+    family: str
+    registered_model: str
+    version: str | None
+    n_train: int
+    n_classes: int
+    classes: list[str]
+    pooled: dict[str, int]
+    vocabulary_size: int
+    validation: dict[str, dict[str, float]]
+    seconds: float
+    log_seconds: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    """What ``semfin train`` did: the MLflow run, each trained field, each skipped one."""
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    fields: dict[str, FieldTraining] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    delta_versions: dict[str, int | None] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def pip_requirements() -> list[str]:
+    """The pinned requirements logged with every model (given, never inferred: inference
+    re-loads the model in a subprocess and takes seconds)."""
+    from importlib.metadata import version
+
+    return [f"pyspark=={version('pyspark')}", f"mlflow=={version('mlflow')}"]
+
+
+@contextlib.contextmanager
+def tracking(uri: str) -> Iterator[None]:
+    """Point MLflow's tracking and registry at ``uri`` for the block, then restore."""
+    import mlflow
+
+    previous_tracking = mlflow.get_tracking_uri() if _tracking_set() else None
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous_tracking or "")
+        mlflow.set_registry_uri(previous_tracking or "")
+
+
+def _tracking_set() -> bool:
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    return is_tracking_uri_set()
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a local SQLite store (never a
+    ``./mlruns`` in the working folder); a server decides for itself (None)."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = tracking_uri[len("sqlite:///"):]
+        return "file://" + os.path.join(os.path.dirname(os.path.abspath(db)), "mlartifacts")
+    return None
+
+
+def _experiment_id(name: str, tracking_uri: str) -> str:
+    import mlflow
+
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return mlflow.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+
+
+def _ensure_local_store(tracking_uri: str) -> None:
+    if tracking_uri.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(os.path.abspath(tracking_uri[len("sqlite:///"):])), exist_ok=True)
+
+
+def train(spark: SparkSession, store: DeltaStore, settings: Settings, *,
+          progress: Callable[[str], None] = print, seed: int = 0) -> TrainResult:
+    """Train every field with enough labels on the whole warehouse, log and register.
+
+    :func:`train_fields` then :func:`log_training`; ``semfin train`` calls this.
+
+    Args:
+        spark: the session.
+        store: the warehouse (reads the flatten tables).
+        settings: ``train`` (fields, families, pooling), ``mlflow`` (experiment) and
+            ``settings.tracking_uri``.
+        progress: where progress lines go.
+        seed: seeds the validation hold-out.
+
+    Returns:
+        A :class:`TrainResult`: the run id, per trained field the winning family and the
+        registered model version, per skipped field why.
+
+    Raises:
+        TrainError: an unknown classifier family.
+        MlflowException: the tracking store cannot be reached.
+
+    Examples:
+        >>> result = train(spark, store, settings)              # doctest: +SKIP
+        >>> result.fields["license"].registered_model, result.fields["license"].version  # doctest: +SKIP
+        ('semfin-license', '1')
+    """
+    started = time.time()
+    versions = table_versions(store, INPUT_TABLES)
+    fitted, skipped = train_fields(spark, store, settings, progress=progress, seed=seed)
+    result = log_training(fitted, skipped, settings, delta_versions=versions, seed=seed,
+                          progress=progress)
+    result.seconds = round(time.time() - started, 3)
+    return result
+
+
+def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
+                 progress: Callable[[str], None] = print,
+                 seed: int = 0) -> tuple[dict[str, FieldModel], dict[str, str]]:
+    """Fit the classifier of every field of ``train.fields`` on every labelled model.
+
+    Args:
+        spark, store, settings, progress, seed: as :func:`train`.
+
+    Returns:
+        ``(fitted, skipped)``: the :class:`FieldModel` of each field with at least
+        ``train.min_labels`` labelled models, and for each other field why it was skipped.
+
+    Implementation details:
+        The features are computed once and persisted for all fields; each field's fit runs
+        on the executors (:func:`fit_field`).
+    """
+    from semfin_spark.features import field_tokens, model_features
+
+    features = model_features(store).persist(StorageLevel.MEMORY_AND_DISK)
+    fitted: dict[str, FieldModel] = {}
+    skipped: dict[str, str] = {}
+    try:
+        for name in settings.train.fields:
+            data = (field_tokens(features, name).join(labels(store, name), "model_id")
+                    .persist(StorageLevel.MEMORY_AND_DISK))
+            try:
+                n = data.count()
+                if n < settings.train.min_labels:
+                    skipped[name] = (f"{n} labelled models, fewer than "
+                                     f"train.min_labels={settings.train.min_labels}")
+                    progress(f"train {name}: skipped ({skipped[name]})")
+                    continue
+                fm = fit_field(spark, data, name, settings, seed=seed)
+                fitted[name] = fm
+                progress(f"train {name}: {fm.family} on {fm.n_train} models, {len(fm.classes)} "
+                         f"classes ({len(fm.pooled)} pooled), validation accuracy "
+                         + ", ".join(f"{f} {v['accuracy']:.4f}" for f, v in fm.validation.items())
+                         + f" ({fm.seconds:.1f} s)")
+            finally:
+                data.unpersist()
+    finally:
+        features.unpersist()
+    return fitted, skipped
+
+
+def log_training(fitted: Mapping[str, FieldModel], skipped: Mapping[str, str], settings: Settings,
+                 *, delta_versions: Mapping[str, int | None], seed: int = 0,
+                 progress: Callable[[str], None] = print) -> TrainResult:
+    """Log ONE MLflow run for a training and register each field's model.
+
+    Args:
+        fitted: the fitted field models (:func:`train_fields`).
+        skipped: fields not trained, with the reason (logged as parameters).
+        settings: ``mlflow.experiment``, ``train.registered_model_prefix``,
+            ``settings.tracking_uri`` (a ``sqlite:///`` store's folder is created, and a
+            new experiment keeps its artifacts beside it).
+        delta_versions: the input tables' Delta versions (tags ``delta_version.<table>``).
+        seed: logged as a parameter.
+        progress: where progress lines go.
+
+    Returns:
+        A :class:`TrainResult` (``seconds`` left at 0 for the caller).
+
+    Implementation details:
+        Driver only: small JSON/CSV artifacts, and each ``PipelineModel`` saved by Spark's
+        ML writer into MLflow's temporary DFS folder (``MLFLOW_DFS_TMP``, default
+        ``/tmp/mlflow``) and copied into the run's artifacts, with explicit pip
+        requirements (:func:`pip_requirements`) so nothing is inferred.
+    """
+    import mlflow
+    import mlflow.spark
+
+    from semfin_spark.features import LEAKAGE_RULES
+
+    uri = settings.tracking_uri
+    _ensure_local_store(uri)
+    result = TrainResult(run_id="", experiment_id="", tracking_uri=_safe_uri(uri),
+                         skipped=dict(skipped), delta_versions=dict(delta_versions))
+    with tracking(uri):
+        experiment_id = _experiment_id(settings.mlflow.experiment, uri)
+        with mlflow.start_run(experiment_id=experiment_id, run_name="semfin-train") as run:
+            result.run_id, result.experiment_id = run.info.run_id, experiment_id
+            mlflow.set_tags({f"delta_version.{k}": str(v) for k, v in delta_versions.items()})
+            mlflow.set_tag("semfin.stage", "train")
+            mlflow.log_params(_run_params(settings, seed, fitted, skipped))
+            mlflow.log_dict({f: {"prefixes": list(r.prefixes), "exact": list(r.exact),
+                                 "reason": r.reason} for f, r in LEAKAGE_RULES.items()},
+                            "leakage_rules.json")
+            for name, fm in fitted.items():
+                mlflow.log_metrics(_field_metrics(fm))
+                _log_reports(fm)
+                registered = f"{settings.train.registered_model_prefix}{name}"
+                logged_at = time.time()
+                info = mlflow.spark.log_model(
+                    fm.model, artifact_path=f"model-{name}", registered_model_name=registered,
+                    pip_requirements=pip_requirements(), signature=_signature(),
+                    await_registration_for=0)
+                version = info.registered_model_version
+                log_seconds = round(time.time() - logged_at, 3)
+                result.fields[name] = FieldTraining(
+                    family=fm.family, registered_model=registered,
+                    version=None if version is None else str(version), n_train=fm.n_train,
+                    n_classes=len(fm.classes), classes=list(fm.classes), pooled=fm.pooled,
+                    vocabulary_size=len(fm.vocabulary), validation=fm.validation,
+                    seconds=fm.seconds, log_seconds=log_seconds)
+                progress(f"train {name}: registered {registered} version {version} "
+                         f"({log_seconds:.1f} s to log)")
+    return result
+
+
+def _run_params(settings: Settings, seed: int, fitted: Mapping[str, FieldModel],
+                skipped: Mapping[str, str]) -> dict[str, Any]:
+    t = settings.train
+    params: dict[str, Any] = {
+        "fields": ",".join(t.fields), "classifiers": ",".join(t.classifiers),
+        "min_class_support": t.min_class_support, "min_labels": t.min_labels,
+        "max_features": t.max_features, "min_feature_df": t.min_feature_df, "seed": seed,
+        "validation_fraction": VALIDATION_FRACTION, "lr_reg_param": LR_REG_PARAM,
+        "lr_max_iter": LR_MAX_ITER, "nb_smoothing": NB_SMOOTHING,
+        "rf_trees": RF_TREES, "rf_depth": RF_DEPTH,
+    }
+    for name, fm in fitted.items():
+        params[f"{name}.family"] = fm.family
+        params[f"{name}.pooled_classes"] = len(fm.pooled)
+    for name in skipped:
+        params[f"{name}.family"] = "skipped"
+    return params
+
+
+def _field_metrics(fm: FieldModel) -> dict[str, float]:
+    out = {f"{fm.field}.n_train": float(fm.n_train), f"{fm.field}.n_classes": float(len(fm.classes)),
+           f"{fm.field}.n_pooled": float(len(fm.pooled)),
+           f"{fm.field}.vocabulary_size": float(len(fm.vocabulary)),
+           f"{fm.field}.fit_seconds": fm.seconds,
+           f"{fm.field}.validation_accuracy": fm.validation_metrics.accuracy,
+           f"{fm.field}.validation_macro_f1": fm.validation_metrics.macro_f1}
+    for family, v in fm.validation.items():
+        out[f"{fm.field}.{family}.validation_accuracy"] = v["accuracy"]
+        out[f"{fm.field}.{family}.validation_macro_f1"] = v["macro_f1"]
+    return {k: v for k, v in out.items() if not math.isnan(v)}
+
+
+def confusion_csv(metrics: Metrics) -> str:
+    """The confusion matrix as CSV: a row per true class, a column per predicted class."""
+    predicted = sorted({p for row in metrics.confusion.values() for p in row if p is not None})
+    header = ["true\\predicted", *predicted]
+    has_none = any(None in row for row in metrics.confusion.values())
+    if has_none:
+        header.append("(none)")
+    lines = [",".join(_csv(h) for h in header)]
+    for true, row in metrics.confusion.items():
+        cells = [str(row.get(p, 0)) for p in predicted] + ([str(row.get(None, 0))] if has_none else [])
+        lines.append(",".join([_csv(true), *cells]))
+    return "\n".join(lines) + "\n"
+
+
+def _csv(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+def _log_reports(fm: FieldModel) -> None:
+    import mlflow
+
+    m = fm.validation_metrics
+    folder = f"fields/{fm.field}"
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "confusion_matrix.csv"), "w", encoding="utf-8") as fh:
+            fh.write(confusion_csv(m))
+        with open(os.path.join(tmp, "confusion_matrix.json"), "w", encoding="utf-8") as fh:
+            json.dump({t: {("(none)" if p is None else p): c for p, c in row.items()}
+                       for t, row in m.confusion.items()}, fh, indent=1)
+        with open(os.path.join(tmp, "classification_report.json"), "w", encoding="utf-8") as fh:
+            json.dump({"field": fm.field, "family": fm.family, "n_train": fm.n_train,
+                       "validation": {"n": m.n, **m.summary()}, "families": fm.validation,
+                       "classes": list(fm.classes), "pooled_into": POOLED_CLASS,
+                       "pooled": fm.pooled, "class_counts": fm.class_counts,
+                       "per_class": m.per_class}, fh, indent=1)
+        mlflow.log_artifacts(tmp, folder)
+
+
+def _signature() -> Any:
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec(Array("string"), "tokens")]),
+                          outputs=Schema([ColSpec("string", PREDICTION_COL)]))
+
+
+def _safe_uri(uri: str) -> str:
+    import re
+
+    return re.sub(r"//[^/@]+@", "//***@", uri)

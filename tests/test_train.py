@@ -1,0 +1,197 @@
+"""Train: metrics, pooling, the leakage rules on the fitted vocabularies, and the MLflow run
+(one run, its tags and artifacts, every model registered, loaded back and predicting the same)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import functions as F
+
+from semfin_spark.delta import DeltaStore
+from semfin_spark.features import LEAKAGE_RULES, field_tokens, model_features
+from semfin_spark.settings import FIELDS, load_settings
+from semfin_spark.train import (
+    INPUT_TABLES, POOLED_CLASS, fit_field, labels, log_training, metrics_from_confusion,
+    pip_requirements, score, train, train_fields, vocabulary,
+)
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+def real_warehouse(spark, tmp_path_factory, shared_data: Path, name: str) -> DeltaStore:
+    """``<name>.jsonl.gz`` ingested and flattened, once per test session (other test modules
+    reuse the folder)."""
+    from semfin_spark.flatten import flatten
+    from semfin_spark.ingest import ingest
+
+    root = tmp_path_factory.getbasetemp() / "real-warehouses" / name
+    store = DeltaStore(spark, str(root))
+    if not (root / ".complete").exists():
+        settings = load_settings(environ={}, overrides={"warehouse": str(root)})
+        ingest(spark, store, f"snapshot:{shared_data / (name + '.jsonl.gz')}", settings, progress=quiet)
+        flatten(spark, store, settings, progress=quiet)
+        (root / ".complete").touch()
+    return store
+
+
+def with_train(settings, **changes):
+    return settings.replace(train=dataclasses.replace(settings.train, **changes))
+
+
+# ------------------------------------------------------------------ metrics
+
+def test_metrics_from_confusion_counts_a_missing_prediction_as_wrong():
+    m = metrics_from_confusion({("a", "a"): 3, ("a", "b"): 1, ("b", "b"): 1, ("b", None): 1,
+                                ("c", "a"): 2})
+    assert m.n == 8 and m.accuracy == pytest.approx(4 / 8) and m.coverage == pytest.approx(7 / 8)
+    # F1 a: tp 3, predicted 5, support 4 -> 6/9; b: tp 1, predicted 2, support 2 -> 1/2; c: 0
+    assert m.macro_f1 == pytest.approx(round((6 / 9 + 1 / 2 + 0) / 3, 6))
+    assert m.per_class["b"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m.confusion["b"] == {"b": 1, None: 1}
+
+
+# ------------------------------------------------------------------ pooling, confidence
+
+def test_rare_classes_are_pooled_reported_and_never_predicted(spark, settings):
+    rows = ([(f"m{i}", ["tok:a", f"n{i % 3}"], "alpha") for i in range(12)]
+            + [(f"p{i}", ["tok:b", f"n{i % 3}"], "beta") for i in range(12)]
+            + [("r1", ["tok:a", "tok:b"], "rare-one"), ("r2", ["tok:b", "n1"], "rare-two")])
+    df = spark.createDataFrame(rows, "model_id string, tokens array<string>, label string")
+    settings = with_train(settings, min_class_support=3, min_feature_df=1,
+                          classifiers=("naive_bayes", "logistic_regression"))
+    fm = fit_field(spark, df, "library_name", settings, seed=0)
+    assert set(fm.classes) == {"alpha", "beta", POOLED_CLASS}
+    assert fm.pooled == {"rare-one": 1, "rare-two": 1}
+    assert fm.class_counts == {"alpha": 12, "beta": 12, "rare-one": 1, "rare-two": 1}
+    assert set(fm.validation) == {"naive_bayes", "logistic_regression"} and fm.family in fm.validation
+    scored = fm.model.transform(df.select("model_id", "tokens"))
+    out = score(fm, df).join(scored.select("model_id", vector_to_array("probability").alias("p")), "model_id")
+    rows = out.collect()
+    assert {r.prediction for r in rows} <= {"alpha", "beta"}
+    by_id = {r.model_id: r for r in rows}
+    assert by_id["m0"].prediction == "alpha" and by_id["p0"].prediction == "beta"
+    for r in rows:  # the confidence is the probability of the predicted class
+        assert r.confidence == pytest.approx(r.p[list(fm.classes).index(r.prediction)])
+
+
+# ------------------------------------------------------------------ the real warehouse
+
+@pytest.fixture(scope="module")
+def trees(spark, tmp_path_factory, shared_data):
+    return real_warehouse(spark, tmp_path_factory, shared_data, "hub2025_trees")
+
+
+@pytest.fixture(scope="module")
+def trained(spark, trees, tmp_path_factory):
+    """Every field of hub2025_trees trained (naive Bayes: fast) and logged to a tmp store."""
+    mlflow_dir = tmp_path_factory.mktemp("mlflow")
+    settings = load_settings(environ={}, overrides={
+        "warehouse": trees.warehouse,
+        "mlflow.tracking_uri": f"sqlite:///{mlflow_dir}/mlflow.db",
+        "train.classifiers": ["naive_bayes"]})
+    fitted, skipped = train_fields(spark, trees, settings, progress=quiet)
+    result = log_training(fitted, skipped, settings, delta_versions={"hub_models": 0}, progress=quiet)
+    return settings, fitted, result, mlflow_dir
+
+
+def _load(settings, name, version):
+    import mlflow
+    import mlflow.spark
+
+    from semfin_spark.train import tracking
+
+    with tracking(settings.tracking_uri):
+        return mlflow.spark.load_model(f"models:/{name}/{version}")
+
+
+def test_every_labelled_field_is_trained_and_registered(trained):
+    settings, fitted, result, mlflow_dir = trained
+    assert set(fitted) == set(FIELDS) and result.skipped == {}
+    for name in FIELDS:
+        f = result.fields[name]
+        assert f.registered_model == f"semfin-{name}" and f.version == "1"
+        assert f.family == "naive_bayes" and f.n_train == fitted[name].n_train
+    # hub2025_trees declares one reuse method only: the field still trains, on one class
+    assert result.fields["reuse_method"].classes == ["finetune"]
+    # logging passes its requirements: nothing is inferred, and it takes no more than seconds
+    assert all(f.log_seconds < 15 for f in result.fields.values())
+    reqs = list(mlflow_dir.glob("mlartifacts/*/models/*/artifacts/requirements.txt")) \
+        or list(mlflow_dir.glob("mlartifacts/**/requirements.txt"))
+    assert reqs and all(sorted(p.read_text().split()) == sorted(pip_requirements()) for p in reqs)
+    assert not (Path.cwd() / "mlruns").exists()
+
+
+def test_one_run_with_params_metrics_tags_and_reports(trained):
+    import mlflow
+
+    settings, fitted, result, _ = trained
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.data.tags["delta_version.hub_models"] == "0"
+    assert run.data.params["license.family"] == "naive_bayes"
+    assert run.data.params["min_class_support"] == str(settings.train.min_class_support)
+    for name in FIELDS:
+        assert run.data.metrics[f"{name}.validation_accuracy"] == fitted[name].validation_metrics.accuracy
+        assert f"{name}.n_train" in run.data.metrics
+    local = Path(client.download_artifacts(result.run_id, "fields/pipeline_tag"))
+    report = json.loads((local / "classification_report.json").read_text())
+    assert report["pooled_into"] == POOLED_CLASS and report["pooled"] == fitted["pipeline_tag"].pooled
+    assert set(report["per_class"]) <= set(fitted["pipeline_tag"].classes)
+    csv = (local / "confusion_matrix.csv").read_text().splitlines()
+    confusion = json.loads((local / "confusion_matrix.json").read_text())
+    assert len(csv) == 1 + len(confusion)
+    assert sum(sum(row.values()) for row in confusion.values()) == report["validation"]["n"]
+    assert len([r for r in client.search_runs([result.experiment_id])]) == 1
+
+
+def test_no_leaking_token_reaches_any_field_model(spark, trees, trained):
+    """On the registered models' vocabularies: every rule drops tokens that would
+    otherwise have been in the vocabulary (so the check is not vacuous)."""
+    settings, fitted, result, _ = trained
+    features = model_features(trees)
+    for name in FIELDS:
+        loaded = _load(settings, f"semfin-{name}", result.fields[name].version)
+        vocab = set(vocabulary(loaded))
+        assert vocab == set(fitted[name].vocabulary)
+        assert not [t for t in vocab if LEAKAGE_RULES[name].leaks(t)], name
+        raw = (features.join(labels(trees, name), "model_id")
+               .select(F.explode("tokens").alias("t")).groupBy("t").count()
+               .where(F.col("count") >= settings.train.min_feature_df).collect())
+        leaking = [r.t for r in raw if LEAKAGE_RULES[name].leaks(r.t)]
+        assert leaking, f"{name}: the real data has no token of its leakage rule"
+
+
+def test_a_registered_model_loads_back_and_predicts_the_same(spark, trees, trained):
+    settings, fitted, result, _ = trained
+    for name in ("license", "pipeline_tag"):
+        loaded = _load(settings, f"semfin-{name}", result.fields[name].version)
+        tokens = field_tokens(model_features(trees), name)
+        before = {r.model_id: (r.prediction, r.confidence) for r in score(fitted[name], tokens).collect()}
+        after = {r.model_id: (r.prediction, r.confidence) for r in score(loaded, tokens).collect()}
+        assert len(before) == 1983 and before == after
+
+
+def test_train_logs_lr_with_its_pooled_threshold_and_skips_fields_without_labels(
+        spark, tmp_path_factory, shared_data):
+    """The whole stage on hub2022_dev: reuse_method has no label there and is skipped; the
+    logistic-regression model keeps its pooled-class threshold through MLflow."""
+    store = real_warehouse(spark, tmp_path_factory, shared_data, "hub2022_dev")
+    mlflow_dir = tmp_path_factory.mktemp("mlflow-lr")
+    settings = load_settings(environ={}, overrides={
+        "warehouse": store.warehouse, "mlflow.tracking_uri": f"sqlite:///{mlflow_dir}/mlflow.db",
+        "train.fields": ["reuse_method", "license"], "train.classifiers": ["logistic_regression"]})
+    result = train(spark, store, settings, progress=quiet)
+    assert "reuse_method" in result.skipped and set(result.fields) == {"license"}
+    assert set(result.delta_versions) == {t.name for t in INPUT_TABLES}
+    lic = result.fields["license"]
+    assert lic.family == "logistic_regression" and POOLED_CLASS in lic.classes
+    loaded = _load(settings, "semfin-license", lic.version)
+    predicted = score(loaded, field_tokens(model_features(store), "license"))
+    assert predicted.where(F.col("prediction") == POOLED_CLASS).count() == 0
+    assert predicted.where(F.col("confidence").isNull()).count() == 0
