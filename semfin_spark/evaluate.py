@@ -1,0 +1,340 @@
+"""The evaluate stage: SemFin's classifiers against two baselines, on a held-out split.
+
+For each field, the labelled models (models that declare it, :func:`~semfin_spark.train.labels`)
+are split into a training and a test side; the test side's labels are hidden and
+predicted by three methods, each allowed to see training labels only:
+
+* ``semfin``: the field's classifier (:func:`~semfin_spark.train.fit_field`) fitted on the
+  training side, applied to the test models' tokens. A prediction of the pooled class
+  (``__other__``) counts as no prediction.
+* ``hub_avg``: the most frequent training value of the field over the whole hub
+  (ties: the smallest value); it predicts for every model.
+* ``graph_avg``: the most frequent training value among the model's lineage neighbours
+  (its parents and children in ``model_parents``); when none of them has one, the most
+  frequent training value in its connected lineage component; no prediction for a model
+  whose component holds no training label (an isolated model has none). Ties: the
+  smallest value.
+
+Splits (``--split``), deterministic for a seed (a hash of the id and the seed, whatever
+the row order):
+
+* ``random``: each labelled model is a test model with probability ``test_fraction``.
+* ``component``: whole lineage components (``model_parents`` edges, external parents
+  included, isolated models as their own component) go to one side, so no test model has
+  a training model in its lineage. The realised test share is reported per field.
+
+Figures per method: ``accuracy`` (a missing prediction is wrong), ``macro_f1`` (F1
+averaged over the classes present in the test labels; a missing prediction is a miss for
+its true class), ``coverage`` (share of test models with a prediction). ``isolated``
+repeats ``semfin``'s accuracy and ``graph_avg``'s coverage for test models without any
+lineage edge. A field with fewer than ``train.min_labels`` training models, or no test
+model, is reported with its counts and a ``skipped`` reason, without ``methods``.
+
+Implementation details:
+    Everything is DataFrame work on the executors; the driver collects, per field and
+    method, the confusion counts (one row per (true, predicted) pair) and the one most
+    frequent training value. Components come from the graph seam
+    (:func:`semfin_spark.graph.connected_components`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Callable, Iterator
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from semfin_spark.delta import DeltaStore
+from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
+from semfin_spark.settings import FIELDS, Settings
+
+SPLITS = ("random", "component")
+"""Values of ``--split``."""
+
+METHODS = ("semfin", "hub_avg", "graph_avg")
+"""The three prediction methods, in report order."""
+
+
+class EvaluateError(ValueError):
+    """An evaluation was asked for with an unknown split, field or fraction."""
+
+
+def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
+             fields: tuple[str, ...] = FIELDS, split: str = "random",
+             test_fraction: float = 0.2, seed: int = 0,
+             progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure ``semfin``, ``hub_avg`` and ``graph_avg`` on a held-out split of the warehouse.
+
+    Args:
+        spark: the session.
+        store: the warehouse (flatten tables: ``model_fields``, ``model_parents``, the
+            feature tables, ``hub_models``).
+        settings: ``train`` settings (families, pooling, ``min_labels``).
+        fields: the fields to evaluate.
+        split: ``random`` or ``component``.
+        test_fraction: share of labelled models (random) or of components (component) on
+            the test side, in (0, 1).
+        seed: seeds the split and the classifiers' validation hold-out.
+        progress: where progress lines go.
+
+    Returns:
+        The report, JSON-ready::
+
+            {"split": "random", "seed": 0, "test_fraction": 0.2,
+             "fields": {"<field>": {"n_train", "n_test", "n_classes",
+                 "methods": {"semfin"|"hub_avg"|"graph_avg": {"accuracy", "macro_f1", "coverage"}},
+                 "isolated": {"n_test", "semfin_accuracy", "graph_avg_coverage"},
+                 "family", "validation", "pooled_classes", "test_share"}}}
+
+        Same warehouse, arguments and seed: the same report.
+
+    Raises:
+        EvaluateError: unknown split or field, or a fraction outside (0, 1).
+
+    Examples:
+        >>> report = evaluate(spark, store, settings, fields=("pipeline_tag",))   # doctest: +SKIP
+        >>> report["fields"]["pipeline_tag"]["methods"]["semfin"]["accuracy"]     # doctest: +SKIP
+        0.97
+    """
+    from semfin_spark.features import field_tokens, model_features
+    from semfin_spark.train import labels
+
+    _check(fields, split, test_fraction)
+    report: dict[str, Any] = {"split": split, "seed": seed, "test_fraction": test_fraction,
+                              "fields": {}}
+    cached: list[DataFrame] = []
+
+    def keep(df: DataFrame) -> DataFrame:
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(df)
+        return df
+
+    try:
+        graph = _lineage(spark, store, settings)
+        nodes = keep(graph["nodes"])
+        neighbours = keep(graph["neighbours"])
+        if split == "component":
+            sides = nodes.select("model_id", _is_test("component", seed, test_fraction).alias("is_test"))
+        else:
+            sides = nodes.select("model_id", _is_test("model_id", seed, test_fraction).alias("is_test"))
+        sides = keep(sides.join(nodes.select("model_id", "component", "isolated"), "model_id"))
+        features = keep(model_features(store))
+        for name in fields:
+            lab = labels(store, name).join(sides, "model_id")
+            data = keep(field_tokens(features, name).join(lab, "model_id"))
+            report["fields"][name] = _evaluate_field(
+                spark, settings, name, data, neighbours, seed, progress)
+            data.unpersist()
+    finally:
+        for df in cached:
+            df.unpersist()
+    return report
+
+
+def _check(fields: tuple[str, ...], split: str, test_fraction: float) -> None:
+    if split not in SPLITS:
+        raise EvaluateError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    unknown = [f for f in fields if f not in FIELDS]
+    if unknown or not fields:
+        raise EvaluateError(f"unknown field(s) {unknown}; choose from {', '.join(FIELDS)}")
+    if not 0.0 < test_fraction < 1.0:
+        raise EvaluateError(f"test fraction must be between 0 and 1 (exclusive), not {test_fraction}")
+
+
+def _is_test(column: str, seed: int, fraction: float) -> Any:
+    from semfin_spark.train import split_flag
+
+    return split_flag(column, seed, fraction)
+
+
+def _lineage(spark: SparkSession, store: DeltaStore, settings: Settings) -> dict[str, DataFrame]:
+    """Nodes (``model_id, component, isolated``) of every hub model, and the undirected
+    neighbour pairs (``model_id, neighbour``) of the lineage graph, self-loops removed."""
+    from semfin_spark.graph import connected_components
+
+    ids = store.read(HUB_MODELS).select(F.col("id").alias("id"))
+    edges = (store.read(MODEL_PARENTS)
+             .where(F.col("model_id") != F.col("parent_id"))
+             .select(F.col("model_id").alias("src"), F.col("parent_id").alias("dst")))
+    components = connected_components(spark, edges, ids, backend=settings.graph.backend)
+    neighbours = (edges.select(F.col("src").alias("model_id"), F.col("dst").alias("neighbour"))
+                  .union(edges.select(F.col("dst").alias("model_id"), F.col("src").alias("neighbour")))
+                  .distinct())
+    linked = neighbours.select("model_id").distinct().withColumn("_linked", F.lit(True))
+    nodes = (ids.withColumnRenamed("id", "model_id")
+             .join(components.withColumnRenamed("id", "model_id"), "model_id", "left")
+             .join(linked, "model_id", "left")
+             .select("model_id", F.coalesce("component", "model_id").alias("component"),
+                     F.col("_linked").isNull().alias("isolated")))
+    return {"nodes": nodes, "neighbours": neighbours}
+
+
+def _most_frequent(df: DataFrame, key: str) -> DataFrame:
+    """Per ``key``, the most frequent ``label`` (ties: the smallest): ``key, prediction``."""
+    counts = df.groupBy(key, "label").count()
+    rank = F.row_number().over(Window.partitionBy(key).orderBy(F.desc("count"), F.asc("label")))
+    return counts.withColumn("_rank", rank).where("_rank = 1").select(key, F.col("label").alias("prediction"))
+
+
+def graph_avg(test: DataFrame, train: DataFrame, neighbours: DataFrame) -> DataFrame:
+    """The ``graph_avg`` prediction of each test model.
+
+    Args:
+        test: ``model_id``, ``component`` of the models to predict.
+        train: ``model_id``, ``component``, ``label``: the known (training) labels.
+        neighbours: ``model_id``, ``neighbour``: lineage pairs, both directions.
+
+    Returns:
+        ``model_id``, ``prediction`` (null: no neighbour or component member with a
+        training label).
+    """
+    known = train.select(F.col("model_id").alias("neighbour"), "label")
+    by_neighbours = _most_frequent(
+        neighbours.join(test.select("model_id"), "model_id", "left_semi").join(known, "neighbour"),
+        "model_id").withColumnRenamed("prediction", "_near")
+    by_component = _most_frequent(train.select("component", "label"), "component") \
+        .withColumnRenamed("prediction", "_component")
+    return (test.join(by_neighbours, "model_id", "left")
+            .join(by_component, "component", "left")
+            .select("model_id", F.coalesce("_near", "_component").alias("prediction")))
+
+
+def hub_avg(train: DataFrame) -> str | None:
+    """The most frequent training label (ties: the smallest), or None without labels."""
+    row = (train.groupBy("label").count()
+           .orderBy(F.desc("count"), F.asc("label")).limit(1).collect())
+    return row[0]["label"] if row else None
+
+
+def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: DataFrame,
+                    neighbours: DataFrame, seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    from semfin_spark.train import POOLED_CLASS, Metrics, fit_field, metrics_from_confusion, score
+
+    counts = {r["is_test"]: (r["n"], r["classes"]) for r in data.groupBy("is_test").agg(
+        F.count("*").alias("n"), F.countDistinct("label").alias("classes")).collect()}
+    n_train, n_classes = counts.get(False, (0, 0))
+    n_test = counts.get(True, (0, 0))[0]
+    out: dict[str, Any] = {"n_train": n_train, "n_test": n_test, "n_classes": n_classes}
+    total = n_train + n_test
+    out["test_share"] = round(n_test / total, 6) if total else 0.0
+    if n_train < settings.train.min_labels or n_test == 0:
+        out["skipped"] = (f"{n_train} training models, fewer than train.min_labels="
+                          f"{settings.train.min_labels}" if n_train < settings.train.min_labels
+                          else "no test model")
+        progress(f"evaluate {name}: skipped ({out['skipped']})")
+        return out
+    train = data.where(~F.col("is_test"))
+    test = data.where(F.col("is_test"))
+    started = time.time()
+    fm = fit_field(spark, train.select("model_id", "tokens", "label"), name, settings, seed=seed)
+    semfin = score(fm, test.select("model_id", "tokens")).select(
+        "model_id", F.when(F.col("prediction") != POOLED_CLASS, F.col("prediction")).alias("prediction"))
+    most = hub_avg(train)
+    graph = graph_avg(test.select("model_id", "component"), train.select("model_id", "component", "label"),
+                      neighbours)
+    truth = test.select("model_id", "label", "isolated")
+    predictions = {"semfin": semfin,
+                   "hub_avg": truth.select("model_id", F.lit(most).cast("string").alias("prediction")),
+                   "graph_avg": graph}
+    scored = None
+    for method in METHODS:
+        rows = truth.join(predictions[method], "model_id", "left").select(
+            F.lit(method).alias("method"), "isolated", "label", "prediction")
+        scored = rows if scored is None else scored.unionByName(rows)
+    # One aggregation for every method, all and isolated test models alike.
+    cells: dict[tuple[str, bool], dict[tuple[str, str | None], int]] = {}
+    for r in scored.groupBy("method", "isolated", "label", "prediction").count().collect():
+        cells.setdefault((r["method"], r["isolated"]), {})[(r["label"], r["prediction"])] = r["count"]
+
+    def figures(method: str, only_isolated: bool) -> Metrics:
+        merged: dict[tuple[str, str | None], int] = {}
+        for isolated in ((True,) if only_isolated else (True, False)):
+            for cell, n in cells.get((method, isolated), {}).items():
+                merged[cell] = merged.get(cell, 0) + n
+        return metrics_from_confusion(merged)
+
+    methods = {method: figures(method, False).summary() for method in METHODS}
+    iso_semfin, iso_graph = figures("semfin", True), figures("graph_avg", True)
+    n_isolated = iso_semfin.n
+    out.update({
+        "methods": methods,
+        "isolated": {"n_test": n_isolated, "semfin_accuracy": iso_semfin.accuracy,
+                     "graph_avg_coverage": iso_graph.coverage},
+        "family": fm.family,
+        "validation": fm.validation,
+        "n_classes_trained": len(fm.classes),
+        "pooled_classes": fm.pooled,
+    })
+    progress(f"evaluate {name}: {n_train} train / {n_test} test, {fm.family}; "
+             + ", ".join(f"{m} {v['accuracy']:.4f} (coverage {v['coverage']:.2f})"
+                         for m, v in methods.items()) + f" ({time.time() - started:.1f} s)")
+    return out
+
+
+# ------------------------------------------------------------------ the command
+
+@contextlib.contextmanager
+def snapshot_warehouse(spark: SparkSession, settings: Settings, snapshot: str, *,
+                       progress: Callable[[str], None] = print) -> Iterator[tuple[DeltaStore, Settings]]:
+    """A temporary warehouse holding ``snapshot``, ingested and flattened; removed on exit.
+
+    Args:
+        spark: the session.
+        settings: the settings to copy (the warehouse is replaced).
+        snapshot: a snapshot path (file, folder or glob) as ``semfin ingest --source
+            snapshot:PATH`` takes, with or without the ``snapshot:`` prefix.
+        progress: where progress lines go.
+
+    Yields:
+        ``(store, settings)`` of the temporary warehouse.
+
+    Raises:
+        IngestError: the snapshot cannot be read.
+    """
+    from semfin_spark.flatten import flatten
+    from semfin_spark.ingest import ingest
+
+    source = snapshot if snapshot.startswith("snapshot:") else f"snapshot:{snapshot}"
+    folder = tempfile.mkdtemp(prefix="semfin-evaluate-")
+    try:
+        temp_settings = settings.replace(warehouse=os.path.join(folder, "warehouse"))
+        store = DeltaStore.from_settings(spark, temp_settings)
+        ingested = ingest(spark, store, source, temp_settings, progress=progress)
+        progress(ingested.summary())
+        flatten(spark, store, temp_settings, progress=progress)
+        yield store, temp_settings
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def evaluate_command(spark: SparkSession, store: DeltaStore, settings: Settings, *,
+                     fields: tuple[str, ...] = FIELDS, split: str = "random",
+                     test_fraction: float = 0.2, seed: int = 0, snapshot: str | None = None,
+                     progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """``semfin evaluate``: :func:`evaluate` on ``snapshot`` (a temporary warehouse) or,
+    without one, on the warehouse of ``store``.
+
+    Args:
+        snapshot: a Hub snapshot to ingest and flatten into a temporary warehouse first.
+        Others: as :func:`evaluate`.
+
+    Returns:
+        The report of :func:`evaluate`, with ``"source"`` (the snapshot or the warehouse).
+    """
+    _check(fields, split, test_fraction)
+    if snapshot:
+        with snapshot_warehouse(spark, settings, snapshot, progress=progress) as (temp_store, temp_settings):
+            report = evaluate(spark, temp_store, temp_settings, fields=fields, split=split,
+                              test_fraction=test_fraction, seed=seed, progress=progress)
+        report["source"] = f"snapshot:{snapshot}" if not snapshot.startswith("snapshot:") else snapshot
+    else:
+        report = evaluate(spark, store, settings, fields=fields, split=split,
+                          test_fraction=test_fraction, seed=seed, progress=progress)
+        report["source"] = f"warehouse:{settings.warehouse}"
+    return report

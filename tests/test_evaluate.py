@@ -1,0 +1,178 @@
+"""Evaluate: the baselines on hand-made graphs, the report's shape, reproducibility for a
+seed, the component split, and SemFin against the baselines on the real Hub files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from pyspark.sql import functions as F
+
+from semfin_spark.evaluate import (
+    EvaluateError, _lineage, evaluate, evaluate_command, graph_avg, hub_avg,
+)
+from semfin_spark.settings import load_settings
+from semfin_spark.train import split_flag
+
+from test_train import quiet, real_warehouse
+
+METHOD_KEYS = {"accuracy", "macro_f1", "coverage"}
+
+
+def _settings(store, **train):
+    overrides = {"warehouse": store.warehouse, **{f"train.{k}": v for k, v in train.items()}}
+    return load_settings(environ={}, overrides=overrides)
+
+
+def _check_shape(report, split, fields):
+    assert {"split", "seed", "test_fraction", "fields"} <= set(report)
+    assert report["split"] == split and set(report["fields"]) == set(fields)
+    for entry in report["fields"].values():
+        assert {"n_train", "n_test", "n_classes"} <= set(entry)
+        if "methods" in entry:
+            assert set(entry["methods"]) == {"semfin", "hub_avg", "graph_avg"}
+            for figures in entry["methods"].values():
+                assert set(figures) == METHOD_KEYS
+                assert all(0.0 <= v <= 1.0 for v in figures.values())
+            assert set(entry["isolated"]) == {"n_test", "semfin_accuracy", "graph_avg_coverage"}
+        else:
+            assert entry["skipped"]
+
+
+# ------------------------------------------------------------------ baselines
+
+def test_hub_avg_is_the_most_frequent_training_value_ties_to_the_smallest(spark):
+    df = spark.createDataFrame([("a", "mit"), ("b", "apache-2.0"), ("c", "mit"), ("d", "apache-2.0")],
+                               "model_id string, label string")
+    assert hub_avg(df) == "apache-2.0"
+    assert hub_avg(df.where("model_id != 'b'")) == "mit"
+    assert hub_avg(df.where("false")) is None
+
+
+def test_graph_avg_neighbours_then_component_then_nothing(spark):
+    # component X: p -> (c1, c2, t1); t2 is the child of t1; component Y: y1 - t3; iso alone
+    train = spark.createDataFrame(
+        [("p", "X", "mit"), ("c1", "X", "gpl"), ("c2", "X", "gpl"), ("y1", "Y", "bsd"),
+         ("z1", "Z", "x"), ("z2", "Z", "y")],
+        "model_id string, component string, label string")
+    test = spark.createDataFrame(
+        [("t1", "X"), ("t2", "X"), ("t3", "Y"), ("iso", "iso"), ("z3", "Z")],
+        "model_id string, component string")
+    pairs = [("c1", "p"), ("c2", "p"), ("t1", "p"), ("t2", "t1"), ("y1", "t3"), ("z3", "z1"),
+             ("z3", "z2")]
+    neighbours = spark.createDataFrame(pairs + [(b, a) for a, b in pairs], "model_id string, neighbour string")
+    got = {r.model_id: r.prediction for r in graph_avg(test, train, neighbours).collect()}
+    assert got == {
+        "t1": "mit",   # its parent p is known: the neighbours win over the component's gpl
+        "t2": "gpl",   # its only neighbour t1 is a test model: the component's most frequent
+        "t3": "bsd",   # a child known
+        "iso": None,   # nothing in its component
+        "z3": "x",     # a tie between its parents: the smallest value
+    }
+
+
+# ------------------------------------------------------------------ the real files
+
+@pytest.fixture(scope="module")
+def dev(spark, tmp_path_factory, shared_data):
+    return real_warehouse(spark, tmp_path_factory, shared_data, "hub2022_dev")
+
+
+@pytest.fixture(scope="module")
+def trees(spark, tmp_path_factory, shared_data):
+    return real_warehouse(spark, tmp_path_factory, shared_data, "hub2025_trees")
+
+
+DEV_FIELDS = ("pipeline_tag", "library_name", "model_type", "reuse_method")
+
+
+@pytest.fixture(scope="module")
+def dev_report(spark, dev):
+    settings = _settings(dev, classifiers=["naive_bayes"])
+    return evaluate(spark, dev, settings, fields=DEV_FIELDS, split="random", test_fraction=0.2,
+                    seed=0, progress=quiet)
+
+
+def test_report_shape_and_a_field_without_labels(dev_report):
+    _check_shape(dev_report, "random", DEV_FIELDS)
+    assert dev_report["seed"] == 0 and dev_report["test_fraction"] == 0.2
+    reuse = dev_report["fields"]["reuse_method"]  # no base_model in 2022: reported, not dropped
+    assert reuse["n_train"] == 0 and reuse["n_test"] == 0 and "methods" not in reuse
+    tag = dev_report["fields"]["pipeline_tag"]
+    assert tag["n_train"] + tag["n_test"] == 3457
+    assert 0.15 < tag["n_test"] / (tag["n_train"] + tag["n_test"]) < 0.25
+
+
+@pytest.mark.parametrize("field", ["pipeline_tag", "library_name", "model_type"])
+def test_semfin_beats_both_baselines_on_hub2022(dev_report, field):
+    methods = dev_report["fields"][field]["methods"]
+    assert methods["semfin"]["accuracy"] > methods["hub_avg"]["accuracy"]
+    assert methods["semfin"]["accuracy"] > methods["graph_avg"]["accuracy"]
+    assert methods["semfin"]["macro_f1"] > methods["hub_avg"]["macro_f1"]
+    assert methods["semfin"]["coverage"] > 0.99 and methods["hub_avg"]["coverage"] == 1.0
+    # 2022 has no lineage: graph_avg predicts nothing, every test model is isolated,
+    # and SemFin still predicts all of them
+    assert methods["graph_avg"]["coverage"] == 0.0
+    isolated = dev_report["fields"][field]["isolated"]
+    assert isolated["n_test"] == dev_report["fields"][field]["n_test"]
+    assert isolated["semfin_accuracy"] == methods["semfin"]["accuracy"]
+    assert isolated["graph_avg_coverage"] == 0.0
+
+
+def test_the_same_seed_gives_the_same_report(spark, dev, dev_report):
+    settings = _settings(dev, classifiers=["naive_bayes"])
+    again = evaluate(spark, dev, settings, fields=("library_name",), split="random",
+                     test_fraction=0.2, seed=0, progress=quiet)
+    assert json.dumps(again["fields"]["library_name"], sort_keys=True) == \
+        json.dumps(dev_report["fields"]["library_name"], sort_keys=True)
+    # another seed, another split
+    ids = dev.read("hub_models").select(F.col("id").alias("model_id"))
+    flags = ids.select(split_flag("model_id", 0, 0.2).alias("a"), split_flag("model_id", 1, 0.2).alias("b"))
+    assert flags.where("a != b").count() > 500
+
+
+def test_component_split_keeps_components_whole(spark, trees):
+    settings = _settings(trees, classifiers=["naive_bayes"])
+    nodes = _lineage(spark, trees, settings)["nodes"]
+    sides = nodes.select("component", split_flag("component", 0, 0.2).alias("is_test"))
+    assert sides.groupBy("component").agg(F.countDistinct("is_test").alias("n")).where("n > 1").count() == 0
+    report = evaluate(spark, trees, settings, fields=("license",), split="component",
+                      test_fraction=0.2, seed=0, progress=quiet)
+    _check_shape(report, "component", ("license",))
+    lic = report["fields"]["license"]
+    # no test model has a training model in its lineage: graph_avg can only come up empty
+    assert lic["methods"]["graph_avg"]["coverage"] == 0.0
+    assert lic["methods"]["semfin"]["accuracy"] > lic["methods"]["hub_avg"]["accuracy"]
+    assert lic["isolated"]["graph_avg_coverage"] == 0.0
+
+
+def test_random_split_on_trees_uses_the_lineage(spark, trees):
+    settings = _settings(trees, classifiers=["naive_bayes"])
+    report = evaluate(spark, trees, settings, fields=("license",), split="random",
+                      test_fraction=0.2, seed=0, progress=quiet)
+    lic = report["fields"]["license"]
+    assert lic["methods"]["graph_avg"]["coverage"] > 0.9
+    assert lic["methods"]["semfin"]["accuracy"] > lic["methods"]["graph_avg"]["accuracy"]
+    assert lic["methods"]["semfin"]["accuracy"] > lic["methods"]["hub_avg"]["accuracy"]
+
+
+def test_evaluate_a_snapshot_in_a_temporary_warehouse(spark, tmp_path, shared_data, settings):
+    snapshot = tmp_path / "small.jsonl.gz"
+    with gzip.open(shared_data / "hub2022_dev.jsonl.gz", "rt", encoding="utf-8") as src, \
+            gzip.open(snapshot, "wt", encoding="utf-8") as dst:
+        for i, line in zip(range(150), src):
+            dst.write(line)
+    from semfin_spark.delta import DeltaStore
+
+    store = DeltaStore.from_settings(spark, settings)
+    report = evaluate_command(spark, store, settings, fields=("library_name", "reuse_method"),
+                              split="random", test_fraction=0.2, seed=0, snapshot=str(snapshot),
+                              progress=quiet)
+    assert report["source"] == f"snapshot:{snapshot}"
+    lib = report["fields"]["library_name"]
+    assert lib["n_train"] + lib["n_test"] > 80 and "methods" in lib
+    assert "skipped" in report["fields"]["reuse_method"]
+    assert not store.exists("hub_models")  # the current warehouse is left alone
+    with pytest.raises(EvaluateError):
+        evaluate_command(spark, store, settings, split="sideways")
