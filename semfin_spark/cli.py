@@ -12,13 +12,14 @@ exist, a table that is missing), 1 anything else.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
 from typing import Any, Callable, Sequence
 
-from semfin_spark.settings import FIELDS, Settings, SettingsError, load_settings
+from semfin_spark.settings import Settings, SettingsError, load_settings
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DATA = 0, 1, 2, 3
 
@@ -43,15 +44,53 @@ def _ingest(spark: Any, store: Any, settings: Settings, args: argparse.Namespace
     return EXIT_OK
 
 
+def _flatten_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--full", action="store_true",
+                   help="reprocess every model, not only those whose sha changed")
+
+
+def _flatten(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.flatten import flatten
+
+    result = flatten(spark, store, settings, progress=progress, full=args.full)
+    print(json.dumps(_plain(result), default=str))
+    return EXIT_OK
+
+
+def _lineage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--report", help="write the lineage report JSON here (also printed)")
+
+
+def _lineage(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.lineage import run_lineage, write_report
+
+    report = run_lineage(spark, store, settings, progress=progress)
+    if args.report:
+        write_report(report, args.report)
+    print(json.dumps(report, indent=2, default=str))
+    return EXIT_OK
+
+
+def _plain(obj: Any) -> Any:
+    """A dataclass result as JSON-ready data."""
+    if dataclasses.is_dataclass(obj):
+        return {k: _plain(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
 def _nightly_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="synthetic:20000,seed=0",
                    help="what to ingest first (as for `semfin ingest`); default synthetic:20000,seed=0")
+    p.add_argument("--report", help="lineage report path (default <warehouse>/reports/lineage.json)")
 
 
 def _nightly(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
     from semfin_spark.nightly import format_summary, run_nightly
 
-    result = run_nightly(spark, store, settings, args.source, progress=progress)
+    result = run_nightly(spark, store, settings, args.source, report_path=args.report,
+                         progress=progress)
     print(format_summary(result))
     return EXIT_OK
 
@@ -94,6 +133,9 @@ def _tables(spark: Any, store: Any, settings: Settings, args: argparse.Namespace
 
 STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "ingest": ("ingest Hub metadata into hub_models / ingest_rejects", _ingest_args, _ingest),
+    "flatten": ("flatten config.json and declared metadata into the feature tables",
+                _flatten_args, _flatten),
+    "lineage": ("rebuild lineage: components, chains, licence conflicts, report", _lineage_args, _lineage),
     "nightly": ("the whole refresh: ingest, then every downstream stage, then a summary",
                 _nightly_args, _nightly),
     "sql": ("run a Spark SQL query over the warehouse's tables", _sql_args, _sql),

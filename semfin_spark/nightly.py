@@ -28,24 +28,47 @@ class NightlyResult:
 
 
 def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, source: str, *,
+                report_path: str | None = None,
                 progress: Callable[[str], None] = print) -> NightlyResult:
-    """Ingest ``source``, then run the downstream stages, then summarise the warehouse.
+    """Ingest ``source``, flatten, rebuild lineage, then summarise.
 
     Args:
         spark: the session.
         store: the warehouse's Delta store.
         settings: the loaded settings.
         source: as for ``semfin ingest --source``.
+        report_path: where the lineage report JSON goes (default
+            ``<warehouse>/reports/lineage.json``).
         progress: where progress lines go.
 
     Returns:
         Per-stage results and each table's version and row count.
     """
+    import dataclasses
+    import os
+
+    from semfin_spark.flatten import flatten
     from semfin_spark.ingest import ingest
+    from semfin_spark.lineage import run_lineage, write_report
+
+    def plain(obj: Any) -> Any:
+        return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
     result = NightlyResult()
-    progress("nightly: stage 1 ingest")
-    result.stages["ingest"] = ingest(spark, store, source, settings, progress=progress).__dict__
+    progress("nightly: 1/3 ingest")
+    result.stages["ingest"] = plain(ingest(spark, store, source, settings, progress=progress))
+    progress("nightly: 2/3 flatten")
+    result.stages["flatten"] = plain(flatten(spark, store, settings, progress=progress))
+    progress("nightly: 3/3 lineage")
+    report = run_lineage(spark, store, settings, progress=progress)
+    report_path = report_path or os.path.join(settings.warehouse, "reports", "lineage.json")
+    if "://" not in report_path:
+        os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
+    write_report(report, report_path)
+    result.stages["lineage"] = {k: report[k] for k in (
+        "components", "largest_component", "isolated_models", "self_loops", "chains",
+        "license_chains", "incompatible_share") if k in report}
+    result.stages["lineage"]["report"] = report_path
     result.tables = warehouse_summary(store)
     if store.exists(INGEST_REJECTS):
         result.rejects_by_reason = {r[0]: r[1] for r in store.read(INGEST_REJECTS)
@@ -63,11 +86,18 @@ def warehouse_summary(store: DeltaStore) -> dict[str, dict[str, int | None]]:
     return out
 
 
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()
+                               if not isinstance(v, (list, dict)) or k != "new_examples") + "}"
+    return str(value)
+
+
 def format_summary(result: NightlyResult) -> str:
     """The human-readable summary printed at the end of a refresh."""
     lines = ["", "SemFin nightly summary", "======================"]
     for stage, figures in result.stages.items():
-        shown = ", ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, (dict, list)))
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in figures.items())
         lines.append(f"{stage:10s} {shown}")
     lines += ["", f"{'table':22s} {'version':>8s} {'rows':>12s}"]
     for name, info in result.tables.items():
