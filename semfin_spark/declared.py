@@ -69,7 +69,10 @@ The five fields (``model_fields``), first source that gives a non-blank value wi
       Hub's rule (source ``rule``, ``declared_raw`` names the evidence): an
       ``adapter_config.json`` or the ``peft`` library/tag -> ``adapter``; a GGUF or
       quantisation file, a quantisation config (:data:`QUANT_METHODS`) or a quantisation
-      tag -> ``quantized``; a mergekit file or tag -> ``merge``; else ``finetune``.
+      tag -> ``quantized``; a mergekit file or tag -> ``merge``; else nothing is declared.
+      The Hub itself falls back to ``finetune`` when it finds no evidence, but that is its
+      guess, not the author's word: such a model's reuse method is left to the impute
+      stage, which marks its answer as imputed.
     * ``pipeline_tag``: the Hub's ``pipeline_tag`` (``hub``), else card data
       ``pipeline_tag`` (``card_data``); lower-cased, trimmed.
     * ``library_name``: the Hub's ``library_name`` (``hub``), else card data
@@ -554,7 +557,9 @@ MERGE_TAGS: tuple[str, ...] = ("merge", "mergekit")
 
 def _rule_reuse() -> Column:
     """The Hub's rule for a model with parents but no relation: struct(value, raw), where
-    raw names the evidence (``file:adapter_config.json``, ``tag:gguf``, ``default``)."""
+    raw names the evidence (``file:adapter_config.json``, ``tag:gguf``); null without
+    evidence (the Hub would then say ``finetune`` by default, which is a guess, not a
+    declaration: the classifier's guess is the better one, and is marked imputed)."""
     files = _array_or_empty("siblings")
     tags = F.transform(_array_or_empty("tags"), lambda t: F.lower(t))
     library = F.lower(F.trim(F.col("library_name")))
@@ -586,7 +591,7 @@ def _rule_reuse() -> Column:
         evidence("quantized", tag(QUANTIZED_TAGS)),
         evidence("merge", kind_file(MERGE_FILE_KINDS)),
         evidence("merge", tag(MERGE_TAGS)),
-    ], F.struct(F.lit("finetune").alias("value"), F.lit("default").alias("raw")))
+    ], F.lit(None).cast("struct<value:string,raw:string>"))
 
 
 def _declared_reuse(parents: Column) -> Column:
@@ -600,8 +605,8 @@ def _declared_reuse(parents: Column) -> Column:
             .when(winner.isNotNull(), F.struct(winner["relation"].alias("value"),
                                                winner["relation_raw"].alias("raw"),
                                                winner["relation_source"].alias("source")))
-            .otherwise(F.struct(rule["value"].alias("value"), rule["raw"].alias("raw"),
-                                F.lit("rule").alias("source"))))
+            .when(rule.isNotNull(), F.struct(rule["value"].alias("value"), rule["raw"].alias("raw"),
+                                             F.lit("rule").alias("source"))))
 
 
 # --------------------------------------------------------------------------- fields

@@ -357,11 +357,11 @@ def test_reuse_method_derivation_rules(spark):
         "x/peft-tag": ("adapter", "tag:peft", "rule"),
         "x/gguf-file": ("quantized", "file:model-Q4_K_M.gguf", "rule"),
         "x/gptq-config": ("quantized", "quant_method:gptq", "rule"),
-        "x/fp8-config": ("finetune", "default", "rule"),
+        "x/fp8-config": (None, None, None),
         "x/quant-tag": ("quantized", "tag:4-bit", "rule"),
         "x/mergekit": ("merge", "file:mergekit_config.yml", "rule"),
         "x/merge-tag": ("merge", "tag:merge", "rule"),
-        "x/default": ("finetune", "default", "rule"),
+        "x/default": (None, None, None),  # no evidence: left to the classifier
         "x/merge-wins": ("merge", "merge", "tag"),
         "x/adapter-beats-finetune": ("adapter", "adapter", "tag"),
         "x/adapter-before-quant": ("adapter", "file:adapter_config.json", "rule"),
@@ -404,7 +404,7 @@ def test_parents_one_row_per_parent_with_the_documented_precedence(spark):
     reuse = {m: v for (m, f), v in fields_by_model(D.model_fields(models)).items()
              if f == "reuse_method"}
     assert reuse["c/2"] == ("merge", "Merged", "card_data")
-    assert reuse["c/4"] == ("finetune", "default", "rule")
+    assert reuse["c/4"] == (None, None, None)
     assert reuse["c/8"] == ("adapter", "Adapters", "tag")
     assert reuse["c/6"] == reuse["c/7"] == (None, None, None)
 
