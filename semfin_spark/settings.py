@@ -79,7 +79,7 @@ class FlattenSettings:
 @dataclass(frozen=True)
 class TrainSettings:
     fields: tuple[str, ...] = FIELDS
-    min_class_support: int = 5
+    min_class_support: int = 2
     min_labels: int = 50
     classifiers: tuple[str, ...] = ("logistic_regression", "naive_bayes")
     max_features: int = 262_144

@@ -309,7 +309,10 @@ def _class_index(classes: Sequence[str], pooled: Mapping[str, int]) -> Any:
     for label in pooled:
         index[label] = index[POOLED_CLASS]
     pairs = [x for item in sorted(index.items()) for x in (F.lit(item[0]), F.lit(item[1]))]
-    return F.element_at(F.create_map(*pairs), F.col("label"))
+    # Nominal metadata, as StringIndexer writes it: the number of classes is then the
+    # length of the class list, not the largest index that happens to be in the data.
+    attrs = {"ml_attr": {"type": "nominal", "name": _LABEL_INDEX, "vals": list(classes)}}
+    return F.element_at(F.create_map(*pairs), F.col("label")).alias(_LABEL_INDEX, metadata=attrs)
 
 
 def _never_pooled(classifier: Any, classes: Sequence[str]) -> Any:
@@ -321,6 +324,42 @@ def _never_pooled(classifier: Any, classes: Sequence[str]) -> Any:
     if POOLED_CLASS in classes and len(classes) > 1:
         classifier.setThresholds([POOLED_THRESHOLD if c == POOLED_CLASS else 1.0 for c in classes])
     return classifier
+
+
+def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequence[str],
+                      classes: Sequence[str], pooled: Mapping[str, int], t: TrainSettings,
+                      seed: int) -> tuple[dict[str, dict[str, float]], dict[str, Metrics]]:
+    """Fit each family on ``fit_part``, score it on ``val_part``: per family the summary
+    figures and the full :class:`Metrics`.
+
+    The fit side is indexed with the classes it holds, not all of ``classes``: Spark ML's
+    naive Bayes numbers the classes it sees 0..k-1, so a class whose every model fell on
+    the validation side would shift every later index and mislabel predictions.
+    """
+    truth = (F.when(F.col("label").isin(*pooled), F.lit(POOLED_CLASS)).otherwise(F.col("label"))
+             if pooled else F.col("label"))
+    present = {r[0] for r in fit_part.select(truth.alias("c")).distinct().collect()}
+    fit_classes = [c for c in classes if c in present]
+    indexed = fit_part.withColumn(
+        _LABEL_INDEX, _class_index(fit_classes, pooled if POOLED_CLASS in present else {}))
+    vectors = _vectorizer(t).fit(indexed)
+    fit_vec = vectors.transform(indexed).persist(StorageLevel.MEMORY_AND_DISK)
+    val_vec = vectors.transform(val_part.withColumn("label", truth)).persist(StorageLevel.MEMORY_AND_DISK)
+    to_label = IndexToString(inputCol=_INDEX_COL, outputCol=PREDICTION_COL, labels=fit_classes)
+    validation: dict[str, dict[str, float]] = {}
+    metrics: dict[str, Metrics] = {}
+    try:
+        # Validated even when there is one family: its figures are logged.
+        for family in families:
+            clf = _never_pooled(_estimator(family, seed).fit(fit_vec), fit_classes)
+            scored = to_label.transform(clf.transform(val_vec))
+            m = classification_metrics(scored.select("label", PREDICTION_COL))
+            metrics[family] = m
+            validation[family] = {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "n": m.n}
+    finally:
+        fit_vec.unpersist()
+        val_vec.unpersist()
+    return validation, metrics
 
 
 def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Settings, *,
@@ -369,37 +408,19 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
     if pooled:
         kept[POOLED_CLASS] = sum(pooled.values())
     classes = tuple(sorted(kept, key=lambda c: (-kept[c], c)))
-    indexed = data.withColumn(_LABEL_INDEX, _class_index(classes, pooled))
     n_train = sum(counts.values())
 
     held_out = split_flag("model_id", seed + 7919, VALIDATION_FRACTION)
-    validation: dict[str, dict[str, float]] = {}
-    metrics: dict[str, Metrics] = {}
-    fit_part, val_part = indexed.where(~held_out), indexed.where(held_out)
+    fit_part, val_part = data.where(~held_out), data.where(held_out)
     if n_train > VALIDATION_MAX_MODELS:
         # Choosing a family needs no more than a sample; the winner is refitted on all.
         sample = split_flag("model_id", seed + 104729, VALIDATION_MAX_MODELS / n_train)
         fit_part, val_part = fit_part.where(sample), val_part.where(sample)
-    vectors = _vectorizer(t).fit(fit_part)
-    fit_vec = vectors.transform(fit_part).persist(StorageLevel.MEMORY_AND_DISK)
-    val_vec = vectors.transform(val_part).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        # Validated even when there is one family: its figures are logged.
-        truth = (F.when(F.col("label").isin(*pooled), F.lit(POOLED_CLASS)).otherwise(F.col("label"))
-                 if pooled else F.col("label"))
-        to_label = IndexToString(inputCol=_INDEX_COL, outputCol=PREDICTION_COL, labels=list(classes))
-        for family in families:
-            clf = _never_pooled(_estimator(family, seed).fit(fit_vec), classes)
-            scored = to_label.transform(clf.transform(val_vec))
-            m = classification_metrics(scored.select(truth.alias("label"), PREDICTION_COL))
-            metrics[family] = m
-            validation[family] = {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "n": m.n}
-    finally:
-        fit_vec.unpersist()
-        val_vec.unpersist()
+    validation, metrics = _compare_families(fit_part, val_part, families, classes, pooled, t, seed)
     # Best validation accuracy; FAMILIES order (simplest first) breaks ties.
     best = max(families, key=lambda f: (validation[f]["accuracy"], -FAMILIES.index(f)))
 
+    indexed = data.withColumn(_LABEL_INDEX, _class_index(classes, pooled))
     full_vectors = _vectorizer(t).fit(indexed)
     full_vec = full_vectors.transform(indexed).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -477,6 +498,8 @@ class TrainResult:
     skipped: dict[str, str] = field(default_factory=dict)
     delta_versions: dict[str, int | None] = field(default_factory=dict)
     seconds: float = 0.0
+    unchanged: bool = False
+    registered: dict[str, str] = field(default_factory=dict)
 
 
 def pip_requirements() -> list[str]:
@@ -532,10 +555,15 @@ def _ensure_local_store(tracking_uri: str) -> None:
 
 
 def train(spark: SparkSession, store: DeltaStore, settings: Settings, *,
-          progress: Callable[[str], None] = print, seed: int = 0) -> TrainResult:
+          progress: Callable[[str], None] = print, seed: int = 0,
+          force: bool = False) -> TrainResult:
     """Train every field with enough labels on the whole warehouse, log and register.
 
-    :func:`train_fields` then :func:`log_training`; ``semfin train`` calls this.
+    :func:`train_fields` then :func:`log_training`; ``semfin train`` calls this. When the
+    last finished training ran on the same Delta versions of the input tables with the same
+    settings and seed (its :func:`training_fingerprint`) and its registered versions still
+    exist, nothing is trained again: a re-run (a second nightly on unchanged data) registers
+    no duplicate version. ``force`` trains anyway.
 
     Args:
         spark: the session.
@@ -544,10 +572,12 @@ def train(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             ``settings.tracking_uri``.
         progress: where progress lines go.
         seed: seeds the validation hold-out.
+        force: train even when the inputs are unchanged.
 
     Returns:
         A :class:`TrainResult`: the run id, per trained field the winning family and the
-        registered model version, per skipped field why.
+        registered model version, per skipped field why; ``unchanged`` when an earlier
+        run was reused (``registered`` then names its versions and ``fields`` is empty).
 
     Raises:
         TrainError: an unknown classifier family.
@@ -560,11 +590,84 @@ def train(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     """
     started = time.time()
     versions = table_versions(store, INPUT_TABLES)
+    fingerprint = training_fingerprint(settings, seed, {
+        **{k: v for k, v in versions.items() if k != MODEL_FIELDS.name},
+        "labels": label_checksum(store)})
+    if not force:
+        earlier = _earlier_training(settings, fingerprint)
+        if earlier is not None:
+            progress(f"train: inputs and settings unchanged since run {earlier.run_id}; "
+                     "its registered models stand (force to retrain)")
+            earlier.seconds = round(time.time() - started, 3)
+            return earlier
     fitted, skipped = train_fields(spark, store, settings, progress=progress, seed=seed)
     result = log_training(fitted, skipped, settings, delta_versions=versions, seed=seed,
-                          progress=progress)
+                          progress=progress, fingerprint=fingerprint)
     result.seconds = round(time.time() - started, 3)
     return result
+
+
+def label_checksum(store: DeltaStore) -> str:
+    """A checksum of every declared value in ``model_fields`` (count and sum of row hashes).
+
+    ``model_fields`` gets a new Delta version each time the impute stage writes, which
+    changes no label; training depends on the declared values only, so this, not the
+    table's version, says whether the labels changed.
+    """
+    row = (store.read(MODEL_FIELDS).where(F.col("declared_value").isNotNull())
+           .agg(F.count("*").alias("n"),
+                F.sum(F.xxhash64("model_id", "field", "declared_value").cast("decimal(38,0)")).alias("h"))
+           .first())
+    return f"{row['n']}:{row['h']}"
+
+
+def training_fingerprint(settings: Settings, seed: int, inputs: Mapping[str, Any]) -> str:
+    """SHA-256 of what a training depends on: the train settings, the seed, the state of
+    its inputs (Delta versions of the feature tables, :func:`label_checksum`) and the
+    package version (tag ``semfin.fingerprint`` of a run)."""
+    import dataclasses
+    import hashlib
+
+    from semfin_spark import __version__
+
+    payload = {"train": dataclasses.asdict(settings.train), "seed": seed,
+               "inputs": dict(sorted(inputs.items())), "semfin": __version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _earlier_training(settings: Settings, fingerprint: str) -> "TrainResult | None":
+    """The newest finished training with this fingerprint whose registered model
+    versions all still exist, as a :class:`TrainResult` with ``unchanged`` set."""
+    import mlflow
+
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):
+        return None
+    with tracking(uri):
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        experiment = client.get_experiment_by_name(settings.mlflow.experiment)
+        if experiment is None:
+            return None
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`semfin.fingerprint` = '{fingerprint}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            return None
+        run = runs[0]
+        expected = [f for f in run.data.params.get("trained_fields", "").split(",") if f]
+        registered = {}
+        for mv in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            registered[mv.name] = str(mv.version)
+    names = {f"{settings.train.registered_model_prefix}{f}" for f in expected}
+    if not expected or not names <= set(registered):
+        return None
+    return TrainResult(run_id=run.info.run_id, experiment_id=run.info.experiment_id,
+                       tracking_uri=safe_uri(uri), unchanged=True,
+                       registered={n: registered[n] for n in sorted(names)},
+                       delta_versions={k[len("delta_version."):]: int(v) if v.isdigit() else None
+                                       for k, v in run.data.tags.items()
+                                       if k.startswith("delta_version.")})
 
 
 def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
@@ -614,7 +717,7 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
 
 def log_training(fitted: Mapping[str, FieldModel], skipped: Mapping[str, str], settings: Settings,
                  *, delta_versions: Mapping[str, int | None], seed: int = 0,
-                 progress: Callable[[str], None] = print) -> TrainResult:
+                 progress: Callable[[str], None] = print, fingerprint: str = "") -> TrainResult:
     """Log ONE MLflow run for a training and register each field's model.
 
     Args:
@@ -643,7 +746,7 @@ def log_training(fitted: Mapping[str, FieldModel], skipped: Mapping[str, str], s
 
     uri = settings.tracking_uri
     _ensure_local_store(uri)
-    result = TrainResult(run_id="", experiment_id="", tracking_uri=_safe_uri(uri),
+    result = TrainResult(run_id="", experiment_id="", tracking_uri=safe_uri(uri),
                          skipped=dict(skipped), delta_versions=dict(delta_versions))
     with tracking(uri):
         experiment_id = _experiment_id(settings.mlflow.experiment, uri)
@@ -651,6 +754,8 @@ def log_training(fitted: Mapping[str, FieldModel], skipped: Mapping[str, str], s
             result.run_id, result.experiment_id = run.info.run_id, experiment_id
             mlflow.set_tags({f"delta_version.{k}": str(v) for k, v in delta_versions.items()})
             mlflow.set_tag("semfin.stage", "train")
+            if fingerprint:
+                mlflow.set_tag("semfin.fingerprint", fingerprint)
             mlflow.log_params(_run_params(settings, seed, fitted, skipped))
             mlflow.log_dict({f: {"prefixes": list(r.prefixes), "exact": list(r.exact),
                                  "reason": r.reason} for f, r in LEAKAGE_RULES.items()},
@@ -672,6 +777,7 @@ def log_training(fitted: Mapping[str, FieldModel], skipped: Mapping[str, str], s
                     n_classes=len(fm.classes), classes=list(fm.classes), pooled=fm.pooled,
                     vocabulary_size=len(fm.vocabulary), validation=fm.validation,
                     seconds=fm.seconds, log_seconds=log_seconds)
+                result.registered[registered] = str(version)
                 progress(f"train {name}: registered {registered} version {version} "
                          f"({log_seconds:.1f} s to log)")
     return result
@@ -686,7 +792,7 @@ def _run_params(settings: Settings, seed: int, fitted: Mapping[str, FieldModel],
         "max_features": t.max_features, "min_feature_df": t.min_feature_df, "seed": seed,
         "validation_fraction": VALIDATION_FRACTION, "lr_reg_param": LR_REG_PARAM,
         "lr_max_iter": LR_MAX_ITER, "nb_smoothing": NB_SMOOTHING,
-        "rf_trees": RF_TREES, "rf_depth": RF_DEPTH,
+        "rf_trees": RF_TREES, "rf_depth": RF_DEPTH, "trained_fields": ",".join(fitted),
     }
     for name, fm in fitted.items():
         params[f"{name}.family"] = fm.family
@@ -755,7 +861,8 @@ def _signature() -> Any:
                           outputs=Schema([ColSpec("string", PREDICTION_COL)]))
 
 
-def _safe_uri(uri: str) -> str:
+def safe_uri(uri: str) -> str:
+    """A tracking URI without credentials (``//user:pass@`` -> ``//***@``), for logs and results."""
     import re
 
     return re.sub(r"//[^/@]+@", "//***@", uri)

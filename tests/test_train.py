@@ -16,7 +16,7 @@ from semfin_spark.features import LEAKAGE_RULES, field_tokens, model_features
 from semfin_spark.settings import FIELDS, load_settings
 from semfin_spark.train import (
     INPUT_TABLES, POOLED_CLASS, fit_field, labels, log_training, metrics_from_confusion,
-    pip_requirements, score, train, train_fields, vocabulary,
+    pip_requirements, score, split_flag, train, train_fields, vocabulary,
 )
 
 
@@ -195,3 +195,25 @@ def test_train_logs_lr_with_its_pooled_threshold_and_skips_fields_without_labels
     predicted = score(loaded, field_tokens(model_features(store), "license"))
     assert predicted.where(F.col("prediction") == POOLED_CLASS).count() == 0
     assert predicted.where(F.col("confidence").isNull()).count() == 0
+
+
+def test_a_class_only_on_the_validation_side_does_not_shift_the_others(spark, settings):
+    """Spark ML's naive Bayes numbers the classes it sees 0..k-1: a class whose every model
+    is held out for validation must not shift the labels of the classes after it."""
+    candidates = spark.createDataFrame([(f"m{i}",) for i in range(400)], "model_id string")
+    flags = {r.model_id: r.held for r in candidates.select(
+        "model_id", split_flag("model_id", 0 + 7919, 0.2).alias("held")).collect()}
+    held = [m for m, h in flags.items() if h]
+    kept = [m for m, h in flags.items() if not h]
+    rows = ([(m, ["tok:a"], "aa") for m in held[:13]]             # index 0, all held out
+            + [(m, ["tok:b"], "beta") for m in held[13:16] + kept[:9]]
+            + [(m, ["tok:z"], "zeta") for m in held[16:19] + kept[9:18]])
+    df = spark.createDataFrame(rows, "model_id string, tokens array<string>, label string")
+    settings = with_train(settings, min_class_support=2, min_feature_df=1, classifiers=("naive_bayes",))
+    fm = fit_field(spark, df, "library_name", settings, seed=0)
+    confusion = fm.validation_metrics.confusion
+    assert confusion["beta"] == {"beta": 3} and confusion["zeta"] == {"zeta": 3}
+    assert "aa" not in {p for row in confusion.values() for p in row}
+    # the final model saw every class: each is predicted right
+    predicted = {r.model_id: r.prediction for r in score(fm, df).collect()}
+    assert all(predicted[m] == label for m, _, label in rows)
