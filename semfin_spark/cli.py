@@ -71,6 +71,84 @@ def _lineage(spark: Any, store: Any, settings: Settings, args: argparse.Namespac
     return EXIT_OK
 
 
+def _fields(text: str | None) -> tuple[str, ...]:
+    """``--fields license,model_type`` as a tuple (all five when omitted)."""
+    from semfin_spark.settings import FIELDS
+
+    if not text:
+        return FIELDS
+    names = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in names if f not in FIELDS]
+    if unknown or not names:
+        raise SettingsError(f"unknown field(s) {unknown or text!r}; choose from {', '.join(FIELDS)}")
+    return names
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seeds the validation hold-out (default 0)")
+    p.add_argument("--force", action="store_true",
+                   help="train even when the inputs and settings are those of the last training")
+
+
+def _train(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.train import train
+
+    result = train(spark, store, settings, progress=progress, seed=args.seed, force=args.force)
+    print(json.dumps(_plain(result), indent=2, default=str))
+    return EXIT_OK
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--snapshot", help="evaluate on this Hub snapshot (ingested into a temporary "
+                                      "warehouse) instead of the current warehouse")
+    p.add_argument("--fields", help="comma-separated fields (default: all five)")
+    p.add_argument("--split", choices=("random", "component"), default="random")
+    p.add_argument("--test-fraction", type=float, help="share on the test side (default evaluate.test_fraction)")
+    p.add_argument("--seed", type=int, help="split and validation seed (default evaluate.seed)")
+    p.add_argument("--out", help="write the report JSON here (also printed)")
+
+
+def _evaluate(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.evaluate import evaluate_command
+
+    report = evaluate_command(
+        spark, store, settings, fields=_fields(args.fields), split=args.split,
+        test_fraction=(settings.evaluate.test_fraction if args.test_fraction is None
+                       else args.test_fraction),
+        seed=settings.evaluate.seed if args.seed is None else args.seed,
+        snapshot=args.snapshot, progress=progress)
+    text = json.dumps(report, indent=2, default=str)
+    if args.out:
+        _write_text(args.out, text + "\n")
+    print(text)
+    return EXIT_OK
+
+
+def _impute_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fields", help="comma-separated fields (default: all five)")
+    p.add_argument("--model-version", help="registered model version to use (default: latest)")
+    p.add_argument("--full", action="store_true",
+                   help="rescore every missing value, not only those whose features changed")
+
+
+def _impute(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.impute import impute
+
+    result = impute(spark, store, settings, fields=_fields(args.fields),
+                    model_version=args.model_version, full=args.full, progress=progress)
+    print(json.dumps(_plain(result), indent=2, default=str))
+    return EXIT_OK
+
+
+def _write_text(path: str, text: str) -> None:
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def _plain(obj: Any) -> Any:
     """A dataclass result as JSON-ready data."""
     if dataclasses.is_dataclass(obj):
@@ -135,6 +213,12 @@ STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable
     "ingest": ("ingest Hub metadata into hub_models / ingest_rejects", _ingest_args, _ingest),
     "flatten": ("flatten config.json and declared metadata into the feature tables",
                 _flatten_args, _flatten),
+    "train": ("train one classifier per field, log the run and register the models in MLflow",
+              _train_args, _train),
+    "evaluate": ("measure semfin against hub_avg and graph_avg on a held-out split",
+                 _evaluate_args, _evaluate),
+    "impute": ("fill missing fields with the registered models (never overwriting declared ones)",
+               _impute_args, _impute),
     "lineage": ("rebuild lineage: components, chains, licence conflicts, report", _lineage_args, _lineage),
     "nightly": ("the whole refresh: ingest, then every downstream stage, then a summary",
                 _nightly_args, _nightly),
@@ -201,9 +285,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _data_errors() -> tuple[type[BaseException], ...]:
+    from semfin_spark.impute import ImputeError
     from semfin_spark.ingest import IngestError
 
-    return (IngestError, FileNotFoundError)
+    return (IngestError, ImputeError, FileNotFoundError)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """The nightly refresh: every stage in order, each reading and writing Delta tables.
 
-``semfin nightly --source ...`` (and ``scripts/demo.sh``) runs this. Each stage commits its
-own tables, so a refresh killed half-way leaves every table at a consistent version and a
-re-run picks up where the data says it should (ingest and flatten are incremental).
+``semfin nightly --source ...`` (and ``scripts/demo.sh``) runs this: ingest, flatten, train,
+impute, lineage. Each stage commits its own tables, so a refresh killed half-way leaves
+every table at a consistent version and a re-run picks up where the data says it should.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,10 +29,14 @@ class NightlyResult:
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
 
 
+STAGES = ("ingest", "flatten", "train", "impute", "lineage")
+"""The refresh's stages, in data-flow order."""
+
+
 def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, source: str, *,
                 report_path: str | None = None,
                 progress: Callable[[str], None] = print) -> NightlyResult:
-    """Ingest ``source``, flatten, rebuild lineage, then summarise.
+    """Ingest ``source``, flatten, train, impute, rebuild lineage, then summarise.
 
     Args:
         spark: the session.
@@ -43,23 +49,43 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
 
     Returns:
         Per-stage results and each table's version and row count.
-    """
-    import dataclasses
-    import os
 
+    Implementation details:
+        Each stage commits its own tables and is incremental or idempotent, so a refresh
+        killed at any point is finished by running it again: ingest and flatten rewrite
+        only changed models, train reuses the last run when its inputs are unchanged
+        (:func:`~semfin_spark.train.train`), impute rescores only changed rows, lineage
+        rebuilds its tables from the others. With nothing new, a second run adds no
+        version to any table but the lineage ones, and registers no model.
+    """
     from semfin_spark.flatten import flatten
+    from semfin_spark.impute import impute
     from semfin_spark.ingest import ingest
     from semfin_spark.lineage import run_lineage, write_report
+    from semfin_spark.train import train
 
-    def plain(obj: Any) -> Any:
-        return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    def step(number: int, name: str) -> None:
+        progress(f"nightly: {number}/{len(STAGES)} {name}")
 
     result = NightlyResult()
-    progress("nightly: 1/3 ingest")
-    result.stages["ingest"] = plain(ingest(spark, store, source, settings, progress=progress))
-    progress("nightly: 2/3 flatten")
-    result.stages["flatten"] = plain(flatten(spark, store, settings, progress=progress))
-    progress("nightly: 3/3 lineage")
+    step(1, "ingest")
+    result.stages["ingest"] = _plain(ingest(spark, store, source, settings, progress=progress))
+    step(2, "flatten")
+    result.stages["flatten"] = _plain(flatten(spark, store, settings, progress=progress))
+    step(3, "train")
+    trained = train(spark, store, settings, progress=progress)
+    result.stages["train"] = {"run_id": trained.run_id, "unchanged": trained.unchanged,
+                              "registered": trained.registered, "skipped": sorted(trained.skipped)}
+    step(4, "impute")
+    if trained.registered:
+        imputed = impute(spark, store, settings, progress=progress)
+        result.stages["impute"] = {
+            "table_version": imputed.table_version,
+            **{name: {"scored": f.scored, "imputed": f.imputed} for name, f in imputed.fields.items()}}
+    else:
+        progress("nightly: impute skipped, no field had enough labels to train")
+        result.stages["impute"] = {"skipped": "no registered model"}
+    step(5, "lineage")
     report = run_lineage(spark, store, settings, progress=progress)
     report_path = report_path or os.path.join(settings.warehouse, "reports", "lineage.json")
     if "://" not in report_path:
@@ -74,6 +100,10 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
         result.rejects_by_reason = {r[0]: r[1] for r in store.read(INGEST_REJECTS)
                                     .groupBy("reason").agg(F.count("*")).collect()}
     return result
+
+
+def _plain(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
 def warehouse_summary(store: DeltaStore) -> dict[str, dict[str, int | None]]:

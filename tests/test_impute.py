@@ -1,0 +1,131 @@
+"""Impute: declared values are never touched, thresholds, provenance, incremental runs,
+fields without a model; and train's reuse of an unchanged run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from pyspark.sql import functions as F
+
+from semfin_spark.delta import DeltaStore
+from semfin_spark.impute import ImputeError, impute
+from semfin_spark.schemas import MODEL_FIELDS, MODEL_PARENTS
+from semfin_spark.settings import FIELDS, load_settings
+from semfin_spark.train import POOLED_CLASS, train
+
+from test_train import quiet
+
+
+def _settings(root, **overrides):
+    return load_settings(environ={}, overrides={
+        "warehouse": str(root / "wh"), "mlflow.tracking_uri": f"sqlite:///{root}/mlflow.db",
+        "train.classifiers": ["naive_bayes"], **overrides})
+
+
+@pytest.fixture(scope="module")
+def hub(spark, tmp_path_factory):
+    """A generated Hub of 800 models, ingested, flattened and trained (naive Bayes)."""
+    from semfin_spark.flatten import flatten
+    from semfin_spark.ingest import ingest
+
+    root = tmp_path_factory.mktemp("impute")
+    settings = _settings(root)
+    store = DeltaStore.from_settings(spark, settings)
+    ingest(spark, store, "synthetic:800,seed=5", settings, progress=quiet)
+    flatten(spark, store, settings, progress=quiet)
+    trained = train(spark, store, settings, progress=quiet)
+    before = {tuple(r) for r in store.read(MODEL_FIELDS).collect()}
+    result = impute(spark, store, settings, progress=quiet)
+    return root, settings, store, trained, before, result
+
+
+def test_declared_rows_are_left_exactly_as_they_were(hub):
+    _, _, store, _, before, result = hub
+    after = store.read(MODEL_FIELDS)
+    declared_before = {r for r in before if r[MODEL_FIELDS.columns.index("declared_value")] is not None}
+    declared_after = {tuple(r) for r in after.where("declared_value IS NOT NULL").collect()}
+    assert declared_before and declared_after == declared_before
+    assert after.count() == len(before)
+    assert after.select("model_id", "field").distinct().count() == len(before)
+    assert result.table_version == store.version(MODEL_FIELDS) == 1
+
+
+def test_imputed_rows_carry_value_confidence_and_provenance(hub):
+    _, settings, store, trained, _, result = hub
+    rows = store.read(MODEL_FIELDS).where("declared_value IS NULL AND imputed_model IS NOT NULL")
+    assert set(result.fields) == set(FIELDS) and not result.skipped
+    for name, outcome in result.fields.items():
+        threshold = settings.impute.confidence_threshold[name]
+        mine = rows.where(F.col("field") == name)
+        assert mine.count() == outcome.scored > 0, name
+        assert outcome.imputed + outcome.below_threshold == outcome.scored
+        assert mine.where("imputed_value IS NOT NULL").count() == outcome.imputed
+        # provenance: the registered model, its version and the training run
+        assert {tuple(r) for r in mine.select("imputed_model", "imputed_model_version",
+                                              "imputed_run_id").distinct().collect()} == \
+            {(f"semfin-{name}", trained.registered[f"semfin-{name}"], trained.run_id)}
+        assert mine.where("imputed_confidence IS NULL OR imputed_at IS NULL OR features_hash IS NULL").count() == 0
+        # at or above the threshold: the value; below it: nothing, confidence kept
+        assert mine.where(F.col("imputed_value").isNotNull()
+                          & (F.col("imputed_confidence") < threshold)).count() == 0
+        assert mine.where(F.col("imputed_value").isNull()
+                          & (F.col("imputed_confidence") >= threshold)).count() == 0
+        assert mine.where(F.col("imputed_value") == POOLED_CLASS).count() == 0
+        assert mine.where(~F.col("value").eqNullSafe(F.col("imputed_value"))).count() == 0
+        assert mine.where(F.col("value_source").isNull() != F.col("imputed_value").isNull()).count() == 0
+    assert any(o.imputed for o in result.fields.values())
+
+
+def test_reuse_method_is_imputed_for_children_only(hub):
+    _, _, store, _, _, result = hub
+    children = store.read(MODEL_PARENTS).where("model_id != parent_id").select("model_id").distinct()
+    reuse = store.read(MODEL_FIELDS).where("field = 'reuse_method' AND imputed_model IS NOT NULL")
+    assert result.fields["reuse_method"].scored > 0
+    assert reuse.join(children, "model_id", "left_anti").count() == 0
+
+
+def test_a_second_run_writes_nothing_and_a_new_model_version_rescores(spark, hub):
+    _, settings, store, trained, _, first = hub
+    version = store.version(MODEL_FIELDS)
+    again = impute(spark, store, settings, progress=quiet)
+    assert again.table_version is None and store.version(MODEL_FIELDS) == version
+    assert all(f.scored == 0 for f in again.fields.values())
+    # the same inputs: train reuses its run and registers nothing new
+    same = train(spark, store, settings, progress=quiet)
+    assert same.unchanged and same.run_id == trained.run_id and same.registered == trained.registered
+    # a forced training registers version 2: impute rescores every missing value of the field
+    forced = train(spark, store, settings.replace(train=dataclasses.replace(
+        settings.train, fields=("license",))), progress=quiet, force=True)
+    assert forced.registered == {"semfin-license": "2"}
+    third = impute(spark, store, settings, progress=quiet)
+    assert third.fields["license"].scored == first.fields["license"].scored
+    assert all(third.fields[f].scored == 0 for f in FIELDS if f != "license")
+    assert store.read(MODEL_FIELDS).where("field = 'license' AND imputed_model IS NOT NULL") \
+        .select("imputed_model_version").distinct().collect()[0][0] == "2"
+
+
+def test_threshold_above_one_imputes_nothing_but_keeps_confidences(spark, hub, tmp_path):
+    import shutil
+
+    root, settings, store, _, _, _ = hub
+    copy = tmp_path / "copy"
+    shutil.copytree(settings.warehouse, copy / "wh")
+    strict = settings.replace(warehouse=str(copy / "wh"), impute=dataclasses.replace(
+        settings.impute, confidence_threshold={f: 1.01 for f in FIELDS}))
+    copied = DeltaStore.from_settings(spark, strict)
+    result = impute(spark, copied, strict, progress=quiet, full=True)
+    assert all(f.imputed == 0 and f.scored > 0 for f in result.fields.values())
+    rows = copied.read(MODEL_FIELDS).where("declared_value IS NULL AND imputed_model IS NOT NULL")
+    assert rows.where("imputed_value IS NOT NULL OR value IS NOT NULL").count() == 0
+    assert rows.where("imputed_confidence IS NULL").count() == 0
+
+
+def test_fields_without_a_registered_model_are_skipped_or_refused(spark, hub, tmp_path):
+    _, settings, store, _, _, _ = hub
+    empty = settings.replace(mlflow=dataclasses.replace(
+        settings.mlflow, tracking_uri=f"sqlite:///{tmp_path}/empty.db"))
+    with pytest.raises(ImputeError, match="semfin train"):
+        impute(spark, store, empty, progress=quiet)
+    with pytest.raises(ImputeError):
+        impute(spark, store, settings, model_version="99", progress=quiet)
