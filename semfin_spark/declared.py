@@ -438,13 +438,31 @@ PARENT_SOURCE_PRECEDENCE: tuple[str, ...] = ("tag", "card_data", "tag_plain")
 _PARENTS = "_declared_parents"
 
 
-def _json_values(json_text: Column | str, key: str) -> Column:
+_CARD = "_card"
+_CARD_KEYS = ("license", "base_model", "base_model_relation", "pipeline_tag", "library_name")
+#: The card data keys SemFin reads, each as JSON text when it is not a string.
+_CARD_SCHEMA = "struct<" + ",".join(f"`{k}`:string" for k in _CARD_KEYS) + ">"
+
+
+def _with_card(models: DataFrame) -> DataFrame:
+    """``models`` with ``card_data`` parsed once into the keys of :data:`_CARD_KEYS`.
+
+    One ``from_json`` per model instead of one ``get_json_object`` per key read (a card can
+    be kilobytes of model-index and widget data). A key whose value is not a string keeps
+    its JSON text (``["a", "b"]``, ``2.0``), which :func:`_json_values` then reads.
+    """
+    if _CARD in models.columns:
+        return models
+    return models.withColumn(_CARD, F.from_json("card_data", _CARD_SCHEMA))
+
+
+def _json_values(key: str) -> Column:
     """A card data value as array<string>: a list as its elements, a scalar as one element.
 
     Elements are trimmed; null and blank ones are dropped. Non-string elements keep their
-    JSON text (``2.0``, ``true``).
+    JSON text (``2.0``, ``true``). Needs :func:`_with_card`.
     """
-    raw = F.get_json_object(json_text, f"$.{key}")
+    raw = F.col(_CARD)[key]
     values = (F.when(F.json_array_length(raw).isNotNull(), F.from_json(raw, "array<string>"))
               .when(raw.isNotNull(), F.array(raw))
               .otherwise(F.array().cast("array<string>")))
@@ -468,7 +486,7 @@ def _parent_candidates() -> Column:
     """Every declared (parent, relation, source) of a model, sorted so that the row to keep
     for each parent comes first: array<struct> ordered by parent (case-folded), then
     with-relation first, then :data:`PARENT_SOURCE_PRECEDENCE`."""
-    card_relation_raw = _first(_json_values("card_data", "base_model_relation"))
+    card_relation_raw = _first(_json_values("base_model_relation"))
     card_relation = relation_expr(card_relation_raw)
 
     def candidate(parent: Column, source: str, tag_relation_raw: Column) -> Column:
@@ -489,7 +507,10 @@ def _parent_candidates() -> Column:
         )
 
     none = F.lit(None).cast("string")
-    tags = _array_or_empty("tags")
+    # The regular expressions only see base_model tags: a prefix test first is much
+    # cheaper than a regex on each of the millions of other tags.
+    tags = F.filter(_array_or_empty("tags"),
+                    lambda t: F.lower(F.substring(t, 1, 11)) == "base_model:")
     with_relation = F.transform(
         F.filter(tags, lambda t: t.rlike(_BASE_MODEL_RELATION)),
         lambda t: candidate(F.trim(F.regexp_extract(t, _BASE_MODEL_RELATION, 2)), "tag",
@@ -497,7 +518,7 @@ def _parent_candidates() -> Column:
     plain = F.transform(
         F.filter(tags, lambda t: t.rlike(_BASE_MODEL_PLAIN)),
         lambda t: candidate(F.trim(F.regexp_extract(t, _BASE_MODEL_PLAIN, 1)), "tag_plain", none))
-    card = F.transform(_json_values("card_data", "base_model"),
+    card = F.transform(_json_values("base_model"),
                        lambda p: candidate(p, "card_data", none))
     return F.array_sort(F.filter(F.concat(with_relation, plain, card),
                                  lambda c: c["parent_id"] != ""))
@@ -507,7 +528,7 @@ def _with_parents(models: DataFrame) -> DataFrame:
     """``models`` with a column of its declared parents, one struct per distinct parent."""
     # A projection of its own, so the lambda below reads the sorted array instead of
     # rebuilding it for every element.
-    ranked = models.withColumn(_PARENTS, _parent_candidates())
+    ranked = _with_card(models).withColumn(_PARENTS, _parent_candidates())
 
     def first_of_its_parent(c: Column, i: Column) -> Column:
         # element_at is 1-based, so element i is the one before c.
@@ -624,9 +645,9 @@ def _with_licence_candidates(models: DataFrame) -> DataFrame:
     tags = F.transform(F.filter(_array_or_empty("tags"),
                                 lambda t: F.lower(t).startswith("license:")),
                        lambda t: F.substring(t, len("license:") + 1, 1 << 30))
-    spellings = F.concat(spelled(_json_values("card_data", "license"), "card_data"),
+    spellings = F.concat(spelled(_json_values("license"), "card_data"),
                          spelled(tags, "tag"))
-    return models.withColumn(_LICENCES, F.transform(spellings, lambda s: F.struct(
+    return _with_card(models).withColumn(_LICENCES, F.transform(spellings, lambda s: F.struct(
         s["source"].alias("source"), s["raw"].alias("raw"), license_id_expr(s["raw"]).alias("id"))))
 
 
@@ -650,7 +671,7 @@ def _lower_or_null(raw: Column) -> Column:
 
 def _hub_or_card(column: str) -> Column:
     """The Hub's API field, else the card data key of the same name; lower-cased, trimmed."""
-    card = _first(_json_values("card_data", column))
+    card = _first(_json_values(column))
     return F.coalesce(_declared(_lower_or_null(F.col(column)), F.col(column), "hub"),
                       _declared(F.lower(card), card, "card_data"))
 

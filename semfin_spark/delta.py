@@ -381,11 +381,13 @@ class DeltaStore:
         # Only file names reach the driver: their number grows with files, not rows.
         touched = [r[0] for r in current.join(keys, key_cols, "left_semi")
                    .select("_semfin_file").distinct().collect()]
-        if not touched and _is_empty(df):
-            return WriteResult(table.name, None, 0)
-        kept = (current.where(F.col("_semfin_file").isin(touched))
-                .join(keys, key_cols, "left_anti").drop("_semfin_file"))
-        staged = self._stage(table, conform(kept, table).unionByName(df))
+        if touched:
+            kept = (current.where(F.col("_semfin_file").isin(touched))
+                    .join(keys, key_cols, "left_anti").drop("_semfin_file"))
+            df = conform(kept, table).unionByName(df)
+        # Staged whatever it holds (``df`` is computed exactly once, so observations on it
+        # count every row); nothing staged and nothing touched commits nothing.
+        staged = self._stage(table, df)
         by_uri = {_file_uri(p): p for p in _table_files(target)}
         now = int(time.time() * 1000)
         removes = []
@@ -432,10 +434,6 @@ def conform(df: DataFrame, table: Table) -> DataFrame:
 
 def _name(table: str | Table) -> str:
     return table.name if isinstance(table, Table) else table
-
-
-def _is_empty(df: DataFrame) -> bool:
-    return df.limit(1).count() == 0
 
 
 def _table_files(target: Any) -> list[str]:

@@ -68,9 +68,11 @@ Implementation details:
     reprocess with a join, and commits one Delta version per table. The executors do the
     work: :func:`flatten_batches` runs in ``mapInArrow`` over Arrow batches of (id, sha,
     config_json, config), calls :func:`flatten_config` per config and emits feature and
-    reject rows in one schema (:data:`FLATTENED_SCHEMA`, ``kind`` tells them apart), which
-    is persisted and then split; the declared tables are built with DataFrame functions.
-    Only counts reach the driver.
+    reject rows in one schema (:data:`FLATTENED_SCHEMA`, ``kind`` tells them apart). The
+    feature rows go straight into ``config_features`` (nothing cached: the counts are
+    observed while writing); only when that pass saw rejects are the configs parsed again
+    for them. The declared tables are built with DataFrame functions. Only counts reach
+    the driver.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import orjson
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -831,16 +833,22 @@ def flatten(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     hub = store.read(HUB_MODELS).drop("raw")
     state = store.read(FLATTEN_STATE).select("model_id", F.col("change_key").alias("_done"))
     current = hub.select(F.col("id").alias("model_id"), change_key().alias("change_key"))
-    todo = current if full else (current.join(state, "model_id", "left")
-                                 .where(~F.col("change_key").eqNullSafe(F.col("_done")))
-                                 .select("model_id", "change_key"))
-    todo = todo.persist(StorageLevel.MEMORY_AND_DISK)
-    gone = (state.select("model_id").join(current.select("model_id"), "model_id", "left_anti")
+    # One narrow join says what each model is: in the Hub and to redo, in the Hub and
+    # done, or gone from the Hub (a hub model's change_key is never null: it falls back
+    # to the record_hash); one job persists it and counts all three.
+    status = (F.when(F.col("change_key").isNull() & F.col("_done").isNotNull(), F.lit("gone"))
+              .when(F.lit(full) | ~F.col("change_key").eqNullSafe(F.col("_done")), F.lit("todo"))
+              .otherwise(F.lit("done")))
+    plan = (current.join(state, "model_id", "full_outer")
+            .select("model_id", "change_key", status.alias("_status"))
             .persist(StorageLevel.MEMORY_AND_DISK))
-    cached: list[DataFrame] = [todo, gone]
+    todo = plan.where(F.col("_status") == "todo").select("model_id", "change_key")
+    gone = plan.where(F.col("_status") == "gone").select("model_id")
+    cached: list[DataFrame] = [plan]
     try:
-        summary = FlattenSummary(models=current.count(), reprocessed=todo.count(),
-                                 removed=gone.count())
+        counts = {r["_status"]: r["count"] for r in plan.groupBy("_status").count().collect()}
+        summary = FlattenSummary(models=counts.get("todo", 0) + counts.get("done", 0),
+                                 reprocessed=counts.get("todo", 0), removed=counts.get("gone", 0))
         summary.unchanged = summary.models - summary.reprocessed
         progress(f"flatten: {summary.models} models, {summary.reprocessed} to reprocess, "
                  f"{summary.unchanged} unchanged, {summary.removed} removed"
@@ -850,33 +858,59 @@ def flatten(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             progress(summary.summary())
             return summary
         keys = todo.select("model_id").unionByName(gone)
-        models = _cache(hub.join(todo.select(F.col("model_id").alias("id")), "id", "left_semi"),
-                        cached)
-        flat = _cache(flatten_models(models, settings.flatten), cached)
-        by_kind = flat.groupBy("kind", "reason").count().collect()
-        summary.feature_rows = sum(r["count"] for r in by_kind if r["kind"] == "feature")
-        summary.rejects_by_reason = {r["reason"]: r["count"] for r in by_kind if r["kind"] == "reject"}
-        summary.rejects = sum(summary.rejects_by_reason.values())
-        features = flat.where("kind = 'feature'").select(*CONFIG_FEATURES.columns)
-        rejects = (flat.where("kind = 'reject'")
-                   .select("model_id", "sha", "source", "reason", "detail", "raw",
-                           now.alias("rejected_at")))
-        _replace(store, CONFIG_FEATURES, features, keys, summary, summary.feature_rows, progress)
-        _replace(store, FLATTEN_REJECTS, rejects, keys, summary, summary.rejects, progress)
+        # Not cached: each consumer reads only the columns it needs from the Parquet files
+        # (the flatten pass reads config.json, the tag builder reads tags), which measured
+        # faster than caching whole records once.
+        models = _to_reprocess(hub, todo, summary)
+        # One pass writes the features; the counts of both kinds are observed on the way,
+        # so nothing is cached. Rejects are rare: only when some were seen are the configs
+        # parsed again to keep them (cheaper than caching millions of feature rows).
+        kinds = Observation()
+        flat = flatten_models(models, settings.flatten).observe(
+            kinds, F.count(F.when(F.col("kind") == "feature", 1)).alias("features"),
+            F.count(F.when(F.col("kind") == "reject", 1)).alias("rejects"))
+        summary.feature_rows = _replace(
+            store, CONFIG_FEATURES, flat.where("kind = 'feature'").select(*CONFIG_FEATURES.columns),
+            keys, summary, progress)
+        rejected = flatten_models(models, settings.flatten).where("kind = 'reject'")
+        if not kinds.get["rejects"]:
+            rejected = rejected.limit(0)
+        rejected = _cache(rejected.select("model_id", "sha", "source", "reason", "detail", "raw",
+                                          now.alias("rejected_at")), cached)
+        summary.rejects_by_reason = {r["reason"]: r["count"]
+                                     for r in rejected.groupBy("reason").count().collect()}
+        summary.rejects = _replace(store, FLATTEN_REJECTS, rejected, keys, summary, progress)
         for table, build, attr in ((MODEL_TAGS, declared.model_tags, "tags"),
                                    (MODEL_FILES, declared.model_files, "files"),
                                    (MODEL_FIELDS, declared.model_fields, "fields"),
                                    (MODEL_PARENTS, declared.model_parents, "parents")):
-            rows = _cache(build(models), cached)
-            setattr(summary, attr, rows.count())
-            _replace(store, table, rows, keys, summary, getattr(summary, attr), progress)
+            setattr(summary, attr, _replace(store, table, build(models), keys, summary, progress))
         done = todo.select("model_id", "change_key", now.alias("flattened_at"))
-        _replace(store, FLATTEN_STATE, done, keys, summary, summary.reprocessed, progress)
+        _replace(store, FLATTEN_STATE, done, keys, summary, progress)
         progress(summary.summary())
         return summary
     finally:
         for df in cached:
             df.unpersist()
+
+
+BROADCAST_IDS = 2_000_000
+"""Up to this many models to reprocess, their ids are broadcast to pick their hub rows;
+past it, a shuffle join (the driver never holds more ids than this)."""
+
+
+def _to_reprocess(hub: DataFrame, todo: DataFrame, summary: FlattenSummary) -> DataFrame:
+    """The ``hub_models`` rows of the models in ``todo``, without shuffling wide rows.
+
+    Every model (a first or ``--full`` run): ``hub`` as it is. Otherwise a semi join, with
+    the (narrow) ids broadcast when there are at most :data:`BROADCAST_IDS`: a shuffle
+    join would move each model's whole record, config.json text included.
+    """
+    if summary.reprocessed == summary.models:
+        return hub
+    ids = todo.select(F.col("model_id").alias("id"))
+    return hub.join(F.broadcast(ids) if summary.reprocessed <= BROADCAST_IDS else ids, "id",
+                    "left_semi")
 
 
 def _cache(df: DataFrame, cached: list[DataFrame]) -> DataFrame:
@@ -886,9 +920,15 @@ def _cache(df: DataFrame, cached: list[DataFrame]) -> DataFrame:
 
 
 def _replace(store: DeltaStore, table: Table, rows: DataFrame, keys: DataFrame,
-             summary: FlattenSummary, n_rows: int, progress: Callable[[str], None]) -> None:
-    result = store.replace_keys(table, rows, keys, operation="FLATTEN")
+             summary: FlattenSummary, progress: Callable[[str], None]) -> int:
+    """Replace the rows of ``keys``' models in ``table`` by ``rows`` (one commit); returns
+    how many rows were written, counted while writing."""
+    written = Observation()
+    result = store.replace_keys(table, rows.observe(written, F.count(F.lit(1)).alias("rows")),
+                                keys, operation="FLATTEN")
+    n_rows = int(written.get["rows"] or 0)
     version = result.version if result.version is not None else store.version(table)
     summary.versions[table.name] = version
     progress(f"flatten: {table.name}: {n_rows} rows written for {summary.reprocessed} models "
              f"(version {version})")
+    return n_rows
