@@ -59,14 +59,18 @@ def test_spark_defaults_file_binds_to_loopback():
     assert defaults["spark.sql.parquet.outputTimestampType"] == "TIMESTAMP_MICROS"
 
 
-def test_readme_table_reference_matches_the_schemas():
+@pytest.mark.parametrize("block", ["tables", "leakage"])
+def test_readme_generated_blocks_match_the_code(block):
+    """The table reference (schemas.py) and the leakage rules (features.py) in the README."""
     import re
     from pathlib import Path
 
+    from semfin_spark.features import leakage_table
     from semfin_spark.schemas import markdown_reference
 
+    expected = {"tables": markdown_reference, "leakage": leakage_table}[block]()
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = re.search(r"<!-- tables:begin -->\n(.*)\n<!-- tables:end -->", readme, re.S)
-    assert section, "README lost its tables section"
-    assert section.group(1) == markdown_reference(), \
-        "README tables are stale: run scripts/update_readme_tables.py"
+    section = re.search(rf"<!-- {block}:begin -->\n(.*)\n<!-- {block}:end -->", readme, re.S)
+    assert section, f"README lost its {block} section"
+    assert section.group(1) == expected, \
+        f"README {block} block is stale: run scripts/update_readme_tables.py"

@@ -119,8 +119,8 @@ def test_every_labelled_field_is_trained_and_registered(trained):
         assert f.family == "naive_bayes" and f.n_train == fitted[name].n_train
     # hub2025_trees declares one reuse method only: the field still trains, on one class
     assert result.fields["reuse_method"].classes == ["finetune"]
-    # logging passes its requirements: nothing is inferred, and it takes no more than seconds
-    assert all(f.log_seconds < 15 for f in result.fields.values())
+    # logging passes its requirements, so MLflow infers nothing (the time it takes is a
+    # benchmark figure: scripts/bench.py, stage train, log_s)
     reqs = list(mlflow_dir.glob("mlartifacts/*/models/*/artifacts/requirements.txt")) \
         or list(mlflow_dir.glob("mlartifacts/**/requirements.txt"))
     assert reqs and all(sorted(p.read_text().split()) == sorted(pip_requirements()) for p in reqs)
