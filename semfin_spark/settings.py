@@ -151,7 +151,13 @@ class Settings:
         """The MLflow tracking URI: the configured one, else SQLite inside the warehouse."""
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
-        return f"sqlite:///{os.path.abspath(self.warehouse)}/mlflow.db"
+        local = self.warehouse[len("file://"):] if self.warehouse.startswith("file://") else self.warehouse
+        if "://" in local:
+            raise SettingsError(
+                f"the warehouse {self.warehouse} is not a local folder, so the default MLflow "
+                "store (SQLite inside the warehouse) cannot live there: set MLFLOW_TRACKING_URI "
+                "(or mlflow.tracking_uri) to a tracking server or a local sqlite:/// path")
+        return f"sqlite:///{os.path.abspath(local)}/mlflow.db"
 
     def conf_file(self, name: str) -> Path:
         """A file of the configuration folder (``licenses.yaml``, ``spark-defaults.conf``)."""

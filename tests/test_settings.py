@@ -28,6 +28,17 @@ def test_file_then_environment_then_flags(tmp_path):
     assert load_settings(conf, environ=env, overrides={"warehouse": "/flag"}).warehouse == "/flag"
 
 
+def test_a_remote_warehouse_needs_a_tracking_uri():
+    remote = load_settings(environ={"SEMFIN_WAREHOUSE": "s3a://bucket/semfin"})
+    with pytest.raises(SettingsError, match="MLFLOW_TRACKING_URI"):
+        remote.tracking_uri
+    assert load_settings(environ={"SEMFIN_WAREHOUSE": "s3a://bucket/semfin",
+                                  "MLFLOW_TRACKING_URI": "http://mlflow:5000"}).tracking_uri \
+        == "http://mlflow:5000"
+    assert load_settings(environ={"SEMFIN_WAREHOUSE": "file:///data/wh"}).tracking_uri \
+        == "sqlite:////data/wh/mlflow.db"
+
+
 def test_token_never_in_repr():
     s = load_settings(environ={"HF_TOKEN": "hf_secret_value", "HF_ENDPOINT": "http://127.0.0.1:1"})
     assert s.hub.token == "hf_secret_value"
