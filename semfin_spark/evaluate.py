@@ -51,8 +51,11 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
+from semfin_spark.features import field_tokens, model_features
 from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
 from semfin_spark.settings import FIELDS, Settings
+from semfin_spark.train import (POOLED_CLASS, Metrics, fit_field, labels, metrics_from_confusion,
+                                score, split_flag)
 
 SPLITS = ("random", "component")
 """Values of ``--split``."""
@@ -102,9 +105,6 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         >>> report["fields"]["pipeline_tag"]["methods"]["semfin"]["accuracy"]     # doctest: +SKIP
         0.97
     """
-    from semfin_spark.features import field_tokens, model_features
-    from semfin_spark.train import labels
-
     _check(fields, split, test_fraction)
     report: dict[str, Any] = {"split": split, "seed": seed, "test_fraction": test_fraction,
                               "fields": {}}
@@ -120,9 +120,9 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         nodes = keep(graph["nodes"])
         neighbours = keep(graph["neighbours"])
         if split == "component":
-            sides = nodes.select("model_id", _is_test("component", seed, test_fraction).alias("is_test"))
+            sides = nodes.select("model_id", split_flag("component", seed, test_fraction).alias("is_test"))
         else:
-            sides = nodes.select("model_id", _is_test("model_id", seed, test_fraction).alias("is_test"))
+            sides = nodes.select("model_id", split_flag("model_id", seed, test_fraction).alias("is_test"))
         sides = keep(sides.join(nodes.select("model_id", "component", "isolated"), "model_id"))
         features = keep(model_features(store))
         for name in fields:
@@ -145,12 +145,6 @@ def _check(fields: tuple[str, ...], split: str, test_fraction: float) -> None:
         raise EvaluateError(f"unknown field(s) {unknown}; choose from {', '.join(FIELDS)}")
     if not 0.0 < test_fraction < 1.0:
         raise EvaluateError(f"test fraction must be between 0 and 1 (exclusive), not {test_fraction}")
-
-
-def _is_test(column: str, seed: int, fraction: float) -> Any:
-    from semfin_spark.train import split_flag
-
-    return split_flag(column, seed, fraction)
 
 
 def _lineage(spark: SparkSession, store: DeltaStore, settings: Settings) -> dict[str, DataFrame]:
@@ -214,8 +208,6 @@ def hub_avg(train: DataFrame) -> str | None:
 
 def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: DataFrame,
                     neighbours: DataFrame, seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
-    from semfin_spark.train import POOLED_CLASS, Metrics, fit_field, metrics_from_confusion, score
-
     counts = {r["is_test"]: (r["n"], r["classes"]) for r in data.groupBy("is_test").agg(
         F.count("*").alias("n"), F.countDistinct("label").alias("classes")).collect()}
     n_train, n_classes = counts.get(False, (0, 0))

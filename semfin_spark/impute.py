@@ -36,8 +36,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
+from semfin_spark.features import field_tokens, model_features
 from semfin_spark.schemas import MODEL_FIELDS, MODEL_PARENTS
 from semfin_spark.settings import FIELDS, Settings
+from semfin_spark.train import POOLED_CLASS, safe_uri, score, tracking
 
 _IMPUTED_COLUMNS = ("imputed_value", "imputed_confidence", "imputed_model",
                     "imputed_model_version", "imputed_run_id", "imputed_at", "features_hash",
@@ -98,8 +100,6 @@ def resolve_model(settings: Settings, field_name: str, version: str | None) -> t
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from semfin_spark.train import safe_uri
-
     name = registered_name(settings, field_name)
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
@@ -124,8 +124,6 @@ def load_field_model(settings: Settings, name: str, version: str) -> Any:
     """
     import mlflow.spark
     from mlflow.exceptions import MlflowException
-
-    from semfin_spark.train import tracking
 
     try:
         with tracking(settings.tracking_uri):
@@ -168,8 +166,6 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         >>> result.fields["license"].imputed                            # doctest: +SKIP
         1234
     """
-    from semfin_spark.features import field_tokens, model_features
-
     result = ImputeResult()
     models: dict[str, tuple[str, str, str]] = {}
     for name in fields:
@@ -244,8 +240,6 @@ def _candidates(store: DeltaStore, field_name: str) -> DataFrame:
 def _scored_rows(todo: DataFrame, model: Any, threshold: float, model_name: str, version: str,
                  run_id: str) -> DataFrame:
     """``todo``'s rows with their imputed columns replaced by the model's answer."""
-    from semfin_spark.train import POOLED_CLASS, score
-
     predicted = score(model, todo.select("model_id", "tokens"))
     usable = ((F.col("prediction") != F.lit(POOLED_CLASS))
               & (F.col("confidence") >= F.lit(threshold)))

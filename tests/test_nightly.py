@@ -11,6 +11,8 @@ from semfin_spark.nightly import format_summary, run_nightly
 from semfin_spark.schemas import HUB_MODELS, LINEAGE_CHAINS, MODEL_FIELDS
 from semfin_spark.settings import FIELDS
 
+from test_lineage import independent_components
+
 
 @pytest.fixture(scope="module")
 def nightly_run(spark, tmp_path_factory):
@@ -72,3 +74,31 @@ def test_second_run_converges_without_duplicates(spark, nightly_run):
     assert again.tables["config_features"]["version"] == versions["config_features"]
     for name in ("hub_models", "model_fields", "config_features", "lineage_chains"):
         assert again.tables[name]["rows"] == store.read(name).distinct().count()
+
+
+def test_report_matches_what_the_generator_planted(nightly_run):
+    """Edges, self-loops, isolated models and components, recomputed in plain Python from
+    the generated records' own declarations (tags and card), as the generator wrote them."""
+    import collections
+
+    from semfin_spark import synthetic
+
+    _, _, result, _, _ = nightly_run
+    report = json.loads(open(result.stages["lineage"]["report"]).read())
+    records = [r for b in range(-(-1500 // 64)) for r in synthetic.generate_block(3, b, 64, 1500)]
+    declared: dict[tuple[str, str], str] = {}  # a parent named twice (any case) counts once
+    for r in records:
+        card = r["cardData"] or {}
+        base = card.get("base_model")
+        named = [t.split(":")[-1] for t in r["tags"] if t.startswith("base_model:")]
+        named += [base] if isinstance(base, str) else list(base or [])
+        for parent in named:
+            declared.setdefault((r["id"], parent.lower()), parent)
+    edges = {(child, parent) for (child, _), parent in declared.items() if parent != child}
+    assert report["self_loops"] == len(declared) - len(edges) > 0
+    assert report["edges"] == len(edges)
+    linked = {n for e in edges for n in e}
+    assert report["isolated_models"] == sum(r["id"] not in linked for r in records)
+    sizes = collections.Counter(independent_components(linked, edges).values())
+    assert report["components"] == len(sizes)
+    assert report["largest_component"] == max(sizes.values())
