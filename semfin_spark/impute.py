@@ -208,6 +208,7 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(scored)
             counts = scored.agg(F.count("imputed_value").alias("imputed")).first()
+            todo.unpersist()  # scored holds what is left to write, without the tokens
             outcome.imputed = int(counts["imputed"])
             outcome.below_threshold = outcome.scored - outcome.imputed
             progress(f"impute {name}: {outcome.scored} of {outcome.missing} missing scored with "
