@@ -12,6 +12,11 @@ The fitted model needs only ``model_id, tokens`` to score: the labels live in th
 ``IndexToString`` stage, whose output column is ``prediction`` (the classifier's own
 index column is ``prediction_index``), and ``probability`` holds the class probabilities.
 
+``model_type`` has one more stage, the name match of :mod:`semfin_spark.name_match`: an
+architecture class name that spells a declared model type (``LEDForConditionalGeneration``
+-> ``led``) predicts it, with a confidence fitted on the training models, so a type seen
+once in training is still predicted.
+
 Rare classes: declared values with fewer than ``train.min_class_support`` training
 examples are pooled into :data:`POOLED_CLASS` (``__other__``) for training, and reported
 (``FieldModel.pooled``, the MLflow per-class report). The pooled class gets a threshold of
@@ -26,9 +31,10 @@ write: the impute stage skips it and the evaluation counts it as no prediction.
 Choosing the family (``train.classifiers``): a seeded :data:`VALIDATION_FRACTION` of the
 training models (by a hash of the model id, so the same models whatever the row order) is
 held out; each family is fitted on the rest and scored on it; the best validation accuracy
-wins, a tie goes to the simpler family (:data:`FAMILIES` order); the winner is then refitted
-on every training model. Past :data:`VALIDATION_MAX_MODELS` training models the comparison
-runs on a seeded sample of that size. Families:
+wins, a tie goes to the lower log loss (better calibrated confidences), then to the simpler
+family (:data:`FAMILIES` order); the winner is then refitted on every training model. Past
+:data:`VALIDATION_MAX_MODELS` training models the comparison runs on a seeded sample of
+that size. Families:
 
 * ``naive_bayes``: multinomial naive Bayes on the binary token vector (smoothing
   :data:`NB_SMOOTHING`).
@@ -72,6 +78,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore, table_versions
+from semfin_spark.name_match import (
+    MODEL_PREDICTION_COL, NAME_MATCH_FIELDS, RULE_CONFIDENCE_COL, NameMatch, fit_name_match,
+)
 from semfin_spark.schemas import (
     CONFIG_FEATURES, HUB_MODELS, MODEL_FIELDS, MODEL_FILES, MODEL_PARENTS, MODEL_TAGS,
 )
@@ -92,6 +101,9 @@ size (split the same way); the winner is still refitted on every training model.
 
 EXCLUDED_LABELS: Mapping[str, tuple[str, ...]] = {"license": ("unknown",)}
 """Declared values that are not a class: ``unknown`` is a licence nothing recognised."""
+
+LOG_LOSS_FLOOR = 1e-15
+"""Smallest probability of the true class counted by the validation log loss."""
 
 POOLED_THRESHOLD = 1e12
 """Threshold of the pooled class (Spark ML predicts the class with the largest p/t)."""
@@ -253,6 +265,8 @@ class FieldModel:
         validation_metrics: the winner's full :class:`Metrics` on the validation models
             (confusion matrix, per-class report).
         seconds: wall time of the fit, validation included.
+        name_match: the fitted name-match rule (:mod:`semfin_spark.name_match`), last
+            stage of ``model``, for the fields of ``NAME_MATCH_FIELDS``; else None.
     """
 
     field: str
@@ -265,6 +279,7 @@ class FieldModel:
     validation: dict[str, dict[str, float]]
     validation_metrics: Metrics
     seconds: float
+    name_match: NameMatch | None = None
 
     @property
     def vocabulary(self) -> list[str]:
@@ -328,24 +343,29 @@ def _never_pooled(classifier: Any, classes: Sequence[str]) -> Any:
 
 def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequence[str],
                       classes: Sequence[str], pooled: Mapping[str, int], t: TrainSettings,
-                      seed: int) -> tuple[dict[str, dict[str, float]], dict[str, Metrics]]:
+                      seed: int, name_match: bool = False,
+                      ) -> tuple[dict[str, dict[str, float]], dict[str, Metrics]]:
     """Fit each family on ``fit_part``, score it on ``val_part``: per family the summary
     figures and the full :class:`Metrics`.
 
     The fit side is indexed with the classes it holds, not all of ``classes``: Spark ML's
     naive Bayes numbers the classes it sees 0..k-1, so a class whose every model fell on
-    the validation side would shift every later index and mislabel predictions.
+    the validation side would shift every later index and mislabel predictions. The
+    validation side keeps its declared labels, pooled ones too: a pooled model counts as
+    an error unless the name match (``name_match``, fitted on ``fit_part``) gets it.
     """
     truth = (F.when(F.col("label").isin(*pooled), F.lit(POOLED_CLASS)).otherwise(F.col("label"))
              if pooled else F.col("label"))
     present = {r[0] for r in fit_part.select(truth.alias("c")).distinct().collect()}
     fit_classes = [c for c in classes if c in present]
-    indexed = fit_part.withColumn(
-        _LABEL_INDEX, _class_index(fit_classes, pooled if POOLED_CLASS in present else {}))
+    true_index = _class_index(fit_classes, pooled if POOLED_CLASS in present else {})
+    indexed = fit_part.withColumn(_LABEL_INDEX, true_index)
     vectors = _vectorizer(t).fit(indexed)
     fit_vec = vectors.transform(indexed).persist(StorageLevel.MEMORY_AND_DISK)
-    val_vec = vectors.transform(val_part.withColumn("label", truth)).persist(StorageLevel.MEMORY_AND_DISK)
-    to_label = IndexToString(inputCol=_INDEX_COL, outputCol=PREDICTION_COL, labels=fit_classes)
+    val_vec = vectors.transform(val_part).persist(StorageLevel.MEMORY_AND_DISK)
+    rule = _name_match(fit_part, name_match)
+    to_label = IndexToString(inputCol=_INDEX_COL, labels=fit_classes,
+                             outputCol=MODEL_PREDICTION_COL if rule else PREDICTION_COL)
     validation: dict[str, dict[str, float]] = {}
     metrics: dict[str, Metrics] = {}
     try:
@@ -353,9 +373,12 @@ def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequen
         for family in families:
             clf = _never_pooled(_estimator(family, seed).fit(fit_vec), fit_classes)
             scored = to_label.transform(clf.transform(val_vec))
+            if rule:
+                scored = rule.stage().transform(scored)
             m = classification_metrics(scored.select("label", PREDICTION_COL))
             metrics[family] = m
-            validation[family] = {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "n": m.n}
+            validation[family] = {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "n": m.n,
+                                  "log_loss": _log_loss(scored, true_index)}
     finally:
         fit_vec.unpersist()
         val_vec.unpersist()
@@ -416,9 +439,13 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
         # Choosing a family needs no more than a sample; the winner is refitted on all.
         sample = split_flag("model_id", seed + 104729, VALIDATION_MAX_MODELS / n_train)
         fit_part, val_part = fit_part.where(sample), val_part.where(sample)
-    validation, metrics = _compare_families(fit_part, val_part, families, classes, pooled, t, seed)
-    # Best validation accuracy; FAMILIES order (simplest first) breaks ties.
-    best = max(families, key=lambda f: (validation[f]["accuracy"], -FAMILIES.index(f)))
+    with_rule = field in NAME_MATCH_FIELDS
+    validation, metrics = _compare_families(fit_part, val_part, families, classes, pooled, t, seed,
+                                            name_match=with_rule)
+    # Best validation accuracy; then the lower log loss (the confidence gates imputation,
+    # so the better calibrated family wins a tie); then FAMILIES order (simplest first).
+    best = max(families, key=lambda f: (validation[f]["accuracy"], -validation[f]["log_loss"],
+                                        -FAMILIES.index(f)))
 
     indexed = data.withColumn(_LABEL_INDEX, _class_index(classes, pooled))
     full_vectors = _vectorizer(t).fit(indexed)
@@ -427,15 +454,36 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
         clf = _never_pooled(_estimator(best, seed).fit(full_vec), classes)
     finally:
         full_vec.unpersist()
-    model = PipelineModel(stages=[
+    rule = fit_name_match(data, counts) if with_rule else None
+    stages: list[Any] = [
         full_vectors, clf,
-        IndexToString(inputCol=_INDEX_COL, outputCol=PREDICTION_COL, labels=list(classes)),
-    ])
-    return FieldModel(field=field, family=best, model=model, classes=classes,
+        IndexToString(inputCol=_INDEX_COL, labels=list(classes),
+                      outputCol=MODEL_PREDICTION_COL if rule else PREDICTION_COL),
+    ]
+    if rule:
+        stages.append(rule.stage())
+    return FieldModel(field=field, family=best, model=PipelineModel(stages=stages), classes=classes,
                       class_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
                       pooled=dict(sorted(pooled.items())), n_train=n_train,
                       validation=validation, validation_metrics=metrics[best],
-                      seconds=round(time.time() - started, 3))
+                      seconds=round(time.time() - started, 3), name_match=rule)
+
+
+def _log_loss(scored: DataFrame, true_index: Any) -> float:
+    """Mean -log p(true class) of a scored validation side (p clipped at LOG_LOSS_FLOOR;
+    a label the fit side never saw has p = 0)."""
+    p = F.element_at(vector_to_array("probability"), true_index.cast("int") + F.lit(1))
+    loss = -F.log(F.greatest(F.coalesce(p, F.lit(0.0)), F.lit(LOG_LOSS_FLOOR)))
+    value = scored.select(F.avg(loss)).first()[0]
+    return _r(value) if value is not None else float("nan")
+
+
+def _name_match(data: DataFrame, wanted: bool) -> NameMatch | None:
+    """The name-match rule of :mod:`semfin_spark.name_match`, fitted on ``data``, when wanted."""
+    if not wanted:
+        return None
+    counts = {r["label"]: r["count"] for r in data.groupBy("label").count().collect()}
+    return fit_name_match(data, counts)
 
 
 def score(model: FieldModel | PipelineModel, df: DataFrame) -> DataFrame:
@@ -456,7 +504,10 @@ def score(model: FieldModel | PipelineModel, df: DataFrame) -> DataFrame:
     pipeline = model.model if isinstance(model, FieldModel) else model
     tokens = df.select("model_id", F.coalesce(F.col("tokens"), F.array().cast("array<string>")).alias("tokens"))
     scored = pipeline.transform(tokens)
-    return scored.select("model_id", PREDICTION_COL, confidence().alias("confidence"))
+    conf = confidence()
+    if RULE_CONFIDENCE_COL in scored.columns:  # a name-match pipeline (model_type)
+        conf = F.coalesce(F.col(RULE_CONFIDENCE_COL), conf)
+    return scored.select("model_id", PREDICTION_COL, conf.alias("confidence"))
 
 
 def confidence() -> Any:
@@ -797,6 +848,8 @@ def _run_params(settings: Settings, seed: int, fitted: Mapping[str, FieldModel],
     for name, fm in fitted.items():
         params[f"{name}.family"] = fm.family
         params[f"{name}.pooled_classes"] = len(fm.pooled)
+        if fm.name_match:
+            params[f"{name}.name_match_labels"] = len(fm.name_match.labels)
     for name in skipped:
         params[f"{name}.family"] = "skipped"
     return params
@@ -809,9 +862,12 @@ def _field_metrics(fm: FieldModel) -> dict[str, float]:
            f"{fm.field}.fit_seconds": fm.seconds,
            f"{fm.field}.validation_accuracy": fm.validation_metrics.accuracy,
            f"{fm.field}.validation_macro_f1": fm.validation_metrics.macro_f1}
+    if fm.name_match:
+        out[f"{fm.field}.name_match_precision"] = fm.name_match.precision
     for family, v in fm.validation.items():
         out[f"{fm.field}.{family}.validation_accuracy"] = v["accuracy"]
         out[f"{fm.field}.{family}.validation_macro_f1"] = v["macro_f1"]
+        out[f"{fm.field}.{family}.validation_log_loss"] = v.get("log_loss", float("nan"))
     return {k: v for k, v in out.items() if not math.isnan(v)}
 
 

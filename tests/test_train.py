@@ -169,7 +169,7 @@ def test_no_leaking_token_reaches_any_field_model(spark, trees, trained):
 
 def test_a_registered_model_loads_back_and_predicts_the_same(spark, trees, trained):
     settings, fitted, result, _ = trained
-    for name in ("license", "pipeline_tag"):
+    for name in ("license", "pipeline_tag", "model_type"):  # model_type: with its name match
         loaded = _load(settings, f"semfin-{name}", result.fields[name].version)
         tokens = field_tokens(model_features(trees), name)
         before = {r.model_id: (r.prediction, r.confidence) for r in score(fitted[name], tokens).collect()}
@@ -195,6 +195,41 @@ def test_train_logs_lr_with_its_pooled_threshold_and_skips_fields_without_labels
     predicted = score(loaded, field_tokens(model_features(store), "license"))
     assert predicted.where(F.col("prediction") == POOLED_CLASS).count() == 0
     assert predicted.where(F.col("confidence").isNull()).count() == 0
+
+
+def test_model_type_name_match_predicts_rare_types_and_yields_where_training_contradicts(spark, settings):
+    """An architecture that spells a declared type predicts it, even a type seen once (pooled);
+    a name that training contradicts (Phi architectures labelled phi-msft) is left to the
+    classifier."""
+    rows = ([(f"b{i}", ["architecture:bert", f"n{i % 3}"], "bert") for i in range(12)]
+            + [(f"g{i}", ["architecture:gpt2", f"n{i % 3}"], "gpt2") for i in range(12)]
+            + [(f"p{i}", ["architecture:phi", "tok:phi", f"n{i % 3}"], "phi-msft") for i in range(8)]
+            + [("phi-0", ["tok:other"], "phi"), ("led-0", ["architecture:led"], "led"),
+               ("mae-0", ["architecture:vitmae"], "vit_mae")])
+    df = spark.createDataFrame(rows, "model_id string, tokens array<string>, label string")
+    settings = with_train(settings, min_class_support=2, min_feature_df=1,
+                          classifiers=("logistic_regression",))
+    fm = fit_field(spark, df, "model_type", settings, seed=0)
+    assert {"led", "vit_mae", "phi"} <= set(fm.pooled)
+    rule = fm.name_match
+    assert rule is not None and "phi" not in rule.labels
+    assert rule.labels["led"] == "led" and rule.labels["vitmae"] == "vit_mae"
+    # 26 of the 34 training architectures spell their label; Phi's 8 do not
+    assert rule.precision == pytest.approx(26 / 34)
+    prior = 2 * 26 / 34
+    assert rule.confidence["bert"] == pytest.approx((12 + prior) / 14, abs=1e-6)
+    assert rule.confidence["led"] == pytest.approx((1 + prior) / 3, abs=1e-6)
+    queries = spark.createDataFrame(
+        [("q-led", ["architecture:led", "n1"]), ("q-mae", ["architecture:vitmae"]),
+         ("q-phi", ["architecture:phi", "tok:phi"]), ("q-none", ["n2", "architecture:unheard"])],
+        "model_id string, tokens array<string>")
+    got = {r.model_id: (r.prediction, r.confidence) for r in score(fm, queries).collect()}
+    assert got["q-led"] == ("led", rule.confidence["led"])
+    assert got["q-mae"] == ("vit_mae", rule.confidence["vitmae"])
+    assert got["q-phi"][0] == "phi-msft"                 # the classifier's answer
+    assert got["q-none"][0] in {"bert", "gpt2", "phi-msft"}
+    # the same rule outside a name-match field: none
+    assert fit_field(spark, df, "library_name", settings, seed=0).name_match is None
 
 
 def test_a_class_only_on_the_validation_side_does_not_shift_the_others(spark, settings):
