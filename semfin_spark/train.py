@@ -102,6 +102,9 @@ size (split the same way); the winner is still refitted on every training model.
 EXCLUDED_LABELS: Mapping[str, tuple[str, ...]] = {"license": ("unknown",)}
 """Declared values that are not a class: ``unknown`` is a licence nothing recognised."""
 
+TRAIN_ROWS_PER_PARTITION = 50_000
+"""Upper bound of training models per partition when a field is fitted (:func:`_sized`)."""
+
 LOG_LOSS_FLOOR = 1e-15
 """Smallest probability of the true class counted by the validation log loss."""
 
@@ -432,6 +435,7 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
         kept[POOLED_CLASS] = sum(pooled.values())
     classes = tuple(sorted(kept, key=lambda c: (-kept[c], c)))
     n_train = sum(counts.values())
+    data = _sized(data, n_train)
 
     held_out = split_flag("model_id", seed + 7919, VALIDATION_FRACTION)
     fit_part, val_part = data.where(~held_out), data.where(held_out)
@@ -467,6 +471,15 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
                       pooled=dict(sorted(pooled.items())), n_train=n_train,
                       validation=validation, validation_metrics=metrics[best],
                       seconds=round(time.time() - started, 3), name_match=rule)
+
+
+def _sized(df: DataFrame, rows: int) -> DataFrame:
+    """``df`` in as few partitions as keep every core busy (and at most
+    :data:`TRAIN_ROWS_PER_PARTITION` rows each): every L-BFGS iteration is a job over the
+    training partitions, and 64 shuffle partitions of a small training set made the tasks'
+    overhead the cost of the fit. ``coalesce`` never adds partitions nor shuffles."""
+    parallelism = df.sparkSession.sparkContext.defaultParallelism
+    return df.coalesce(max(parallelism, math.ceil(rows / TRAIN_ROWS_PER_PARTITION)))
 
 
 def _log_loss(scored: DataFrame, true_index: Any) -> float:
