@@ -862,13 +862,12 @@ def flatten(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         # (the flatten pass reads config.json, the tag builder reads tags), which measured
         # faster than caching whole records once.
         models = _to_reprocess(hub, todo, summary)
-        # One pass writes the features; the counts of both kinds are observed on the way,
-        # so nothing is cached. Rejects are rare: only when some were seen are the configs
+        # One pass writes the features (counted while writing, by _replace); the rejects are
+        # counted on the way, so nothing is cached. Rejects are rare: only when some were seen are the configs
         # parsed again to keep them (cheaper than caching millions of feature rows).
         kinds = Observation()
         flat = flatten_models(models, settings.flatten).observe(
-            kinds, F.count(F.when(F.col("kind") == "feature", 1)).alias("features"),
-            F.count(F.when(F.col("kind") == "reject", 1)).alias("rejects"))
+            kinds, F.count(F.when(F.col("kind") == "reject", 1)).alias("rejects"))
         summary.feature_rows = _replace(
             store, CONFIG_FEATURES, flat.where("kind = 'feature'").select(*CONFIG_FEATURES.columns),
             keys, summary, progress)

@@ -96,20 +96,22 @@ class NameMatch:
             f"FROM (SELECT *, {names} AS _names, {confidences} AS _confidences FROM __THIS__))"))
 
 
-def fit_name_match(data: DataFrame, class_counts: Mapping[str, int]) -> NameMatch | None:
+def fit_name_match(data: DataFrame) -> NameMatch | None:
     """Fit the rule on labelled training models.
 
     Args:
-        data: ``tokens``, ``label`` (the field's tokens, its declared value).
-        class_counts: training models per declared value (every value, pooled ones too).
+        data: ``tokens``, ``label`` (the field's tokens, its declared value); every
+            declared value, pooled ones too, can be named.
 
     Returns:
         The rule, or None when no declared value can be spelt by an architecture.
 
     Implementation details:
-        One aggregation on the executors: (normalised architecture name, label) -> models.
-        The driver holds one entry per declared value and per architecture name seen.
+        Two aggregations on the executors: label -> models, and (normalised architecture
+        name, label) -> models. The driver holds one entry per declared value and per
+        architecture name seen.
     """
+    class_counts = {r["label"]: r["count"] for r in data.groupBy("label").count().collect()}
     by_name: dict[str, str] = {}
     for label, _ in sorted(class_counts.items(), key=lambda kv: (-kv[1], kv[0])):
         key = normalise(label)

@@ -366,7 +366,7 @@ def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequen
     vectors = _vectorizer(t).fit(indexed)
     fit_vec = vectors.transform(indexed).persist(StorageLevel.MEMORY_AND_DISK)
     val_vec = vectors.transform(val_part).persist(StorageLevel.MEMORY_AND_DISK)
-    rule = _name_match(fit_part, name_match)
+    rule = fit_name_match(fit_part) if name_match else None
     to_label = IndexToString(inputCol=_INDEX_COL, labels=fit_classes,
                              outputCol=MODEL_PREDICTION_COL if rule else PREDICTION_COL)
     validation: dict[str, dict[str, float]] = {}
@@ -458,7 +458,7 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
         clf = _never_pooled(_estimator(best, seed).fit(full_vec), classes)
     finally:
         full_vec.unpersist()
-    rule = fit_name_match(data, counts) if with_rule else None
+    rule = fit_name_match(data) if with_rule else None
     stages: list[Any] = [
         full_vectors, clf,
         IndexToString(inputCol=_INDEX_COL, labels=list(classes),
@@ -489,14 +489,6 @@ def _log_loss(scored: DataFrame, true_index: Any) -> float:
     loss = -F.log(F.greatest(F.coalesce(p, F.lit(0.0)), F.lit(LOG_LOSS_FLOOR)))
     value = scored.select(F.avg(loss)).first()[0]
     return _r(value) if value is not None else float("nan")
-
-
-def _name_match(data: DataFrame, wanted: bool) -> NameMatch | None:
-    """The name-match rule of :mod:`semfin_spark.name_match`, fitted on ``data``, when wanted."""
-    if not wanted:
-        return None
-    counts = {r["label"]: r["count"] for r in data.groupBy("label").count().collect()}
-    return fit_name_match(data, counts)
 
 
 def score(model: FieldModel | PipelineModel, df: DataFrame) -> DataFrame:
@@ -880,7 +872,7 @@ def _field_metrics(fm: FieldModel) -> dict[str, float]:
     for family, v in fm.validation.items():
         out[f"{fm.field}.{family}.validation_accuracy"] = v["accuracy"]
         out[f"{fm.field}.{family}.validation_macro_f1"] = v["macro_f1"]
-        out[f"{fm.field}.{family}.validation_log_loss"] = v.get("log_loss", float("nan"))
+        out[f"{fm.field}.{family}.validation_log_loss"] = v["log_loss"]
     return {k: v for k, v in out.items() if not math.isnan(v)}
 
 
