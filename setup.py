@@ -9,8 +9,10 @@ from setuptools.command.build_py import build_py
 HERE = Path(__file__).resolve().parent
 
 INSTALL_REQUIRES = [
-    "pyspark==4.3.0",
-    "deltalake==1.6.6",
+    # Spark and Delta Lake go together: Delta Lake 4.4.0 is built against Spark 4.2.0, and
+    # its jars (semfin_spark/jars.py) are fetched by the set-up with the same version.
+    "pyspark==4.2.0",
+    "delta-spark==4.4.0",
     "pyarrow==25.0.1",
     "pandas==2.3.3",
     "numpy==2.4.6",
@@ -22,10 +24,9 @@ INSTALL_REQUIRES = [
 
 EXTRAS_REQUIRE = {
     # DuckDB with its Delta extension as a wheel, since DuckDB cannot download it here.
-    "test": ["pytest==9.0.3", "duckdb==1.4.4",
+    # Readers outside Spark, which the tests hold every table to: delta-rs and DuckDB.
+    "test": ["pytest==9.0.3", "deltalake==1.6.6", "duckdb==1.4.4",
              "duckdb-ext-delta==1.4.4.20260205; platform_machine == 'x86_64' and sys_platform == 'linux'"],
-    # For a cluster whose JVM has the Delta jars: the Python API of delta-spark.
-    "delta-spark": ["delta-spark==4.4.1"],
 }
 
 

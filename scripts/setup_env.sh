@@ -26,9 +26,15 @@ fi
 # Reinstall only when setup.py changed since the last install.
 if [ ! -f "$STAMP" ] || [ "$ROOT/setup.py" -nt "$STAMP" ]; then
   echo "[setup] installing semfin-spark and its pinned dependencies into .venv" >&2
-  "$ROOT/.venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$ROOT/.venv/bin/python" -m pip install -q --upgrade pip wheel >/dev/null
   "$ROOT/.venv/bin/python" -m pip install -q -e "$ROOT[test]"
   touch "$STAMP"
+fi
+# The Delta Lake (and, where Maven Central serves it, GraphFrames) jars, fetched once into
+# a cache shared by every checkout on this machine (~/.cache/semfin/jars, or SEMFIN_JARS_DIR).
+if ! "$ROOT/.venv/bin/python" -c "from semfin_spark.jars import cached_jars; cached_jars()" 2>/dev/null; then
+  echo "[setup] fetching the Delta Lake jars from Maven Central (once)" >&2
+  "$ROOT/.venv/bin/python" -m semfin_spark.jars >/dev/null
 fi
 export PYSPARK_PYTHON="$ROOT/.venv/bin/python"
 export PYSPARK_DRIVER_PYTHON="$ROOT/.venv/bin/python"
