@@ -3,25 +3,41 @@
 Library functions take a session as an argument; only entry points build one, here, so
 ``semfin <stage>`` and ``spark-submit jobs/<stage>.py`` get the same session.
 
-Embedded (no master chosen): ``local[*]`` bound to 127.0.0.1, Python workers are the
-running interpreter, shuffle partitions sized for one machine (``conf/spark-defaults.conf``).
-Under ``spark-submit`` on a cluster, everything the cluster or the command line set wins:
-the defaults file only fills gaps.
+Two situations, told apart by who started the JVM:
+
+* **Embedded** (``semfin ...``, ``python jobs/x.py``, the tests): this process starts the
+  JVM. The master is ``settings.spark.master`` (``local[*]``), Spark binds to 127.0.0.1,
+  Python workers are the running interpreter, ``conf/spark-defaults.conf`` applies, and the
+  Delta Lake (and GraphFrames, when cached) jars come from the set-up's cache
+  (:mod:`semfin_spark.jars`).
+* **Under spark-submit**: spark-submit started the JVM with the command line's and the
+  cluster's settings. They all win: the defaults file only fills keys nobody set, and
+  the embedded-only keys (master, driver address and memory, jars) are never touched.
+  Delta Lake's SQL extension is switched on when its classes are in the JVM
+  (``--packages``/``--jars``) and nobody set the extensions.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 
-from pyspark import SparkConf
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
+from semfin_spark.jars import DELTA_SQL_CONF, cached_jars
 from semfin_spark.settings import Settings
 
-_DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
-_DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+log = logging.getLogger(__name__)
+
+EMBEDDED_ONLY = frozenset({
+    "spark.master", "spark.driver.host", "spark.driver.bindAddress", "spark.driver.memory",
+    "spark.jars", "spark.jars.packages",
+})
+"""Defaults that only make sense for a JVM this process starts: on a cluster, a driver
+bound to 127.0.0.1 is unreachable, and memory and jars are fixed once the JVM runs."""
 
 
 def read_spark_defaults(path: Path) -> dict[str, str]:
@@ -46,44 +62,99 @@ def read_spark_defaults(path: Path) -> dict[str, str]:
     return out
 
 
+def under_spark_submit() -> bool:
+    """True when spark-submit (not this process) started the JVM this process talks to."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def build_session(settings: Settings, *, app_name: str | None = None,
                   extra_conf: dict[str, str] | None = None) -> SparkSession:
     """Build (or join) the SparkSession for a stage.
 
     Args:
         settings: the loaded settings; ``spark.master`` and the defaults file come from it.
-        app_name: shown in Spark's UI; defaults to ``settings.spark.app_name``.
-        extra_conf: settings that win over the defaults file (not over spark-submit).
+        app_name: shown in Spark's UI; defaults to ``settings.spark.app_name``. A name
+            given to spark-submit (``--name``) wins.
+        extra_conf: settings that win over the defaults file (never over spark-submit).
 
     Returns:
-        The session, with its checkpoint folder inside the warehouse.
+        The session, with Delta Lake's SQL on and its checkpoint folder in the warehouse.
+
+    Raises:
+        semfin_spark.jars.JarsError: embedded, and the set-up has not fetched the Delta jars.
     """
     # Executors must run the interpreter that has the package and its dependencies.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    # The embedded JVM binds to loopback, never to whatever the host name resolves to.
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-
-    conf = SparkConf()
     defaults = read_spark_defaults(settings.conf_file(settings.spark.defaults_file))
     defaults.update(extra_conf or {})
-    if not conf.contains("spark.master"):
-        conf.setMaster(settings.spark.master)
-    for key, value in defaults.items():
-        if not conf.contains(key):
-            conf.set(key, value)
-    packages = conf.get("spark.jars.packages", "") + conf.get("spark.jars", "")
-    if "delta" in packages and not conf.contains("spark.sql.extensions"):
-        conf.set("spark.sql.extensions", _DELTA_EXTENSION)
-        conf.set("spark.sql.catalog.spark_catalog", _DELTA_CATALOG)
-    conf.setAppName(app_name or settings.spark.app_name)
+    if under_spark_submit():
+        conf = _submitted_conf(defaults)
+    else:
+        conf = _embedded_conf(settings, defaults)
+    if not conf.contains("spark.app.name"):
+        conf.setAppName(app_name or settings.spark.app_name)
 
     spark = SparkSession.builder.config(conf=conf).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    if settings.warehouse and "://" not in settings.warehouse:
-        checkpoints = Path(settings.warehouse).resolve() / "_checkpoints"
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        spark.sparkContext.setCheckpointDir(str(checkpoints))
-    elif settings.warehouse:
-        spark.sparkContext.setCheckpointDir(f"{settings.warehouse.rstrip('/')}/_checkpoints")
+    _set_checkpoint_dir(spark, settings.warehouse)
     return spark
+
+
+def _embedded_conf(settings: Settings, defaults: dict[str, str]) -> SparkConf:
+    # The embedded JVM binds to loopback, never to whatever the host name resolves to.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    conf = SparkConf(loadDefaults=False)
+    conf.setMaster(settings.spark.master)
+    for key, value in defaults.items():
+        conf.set(key, value)
+    jars = [str(p) for p in cached_jars()]
+    given = [j for j in defaults.get("spark.jars", "").split(",") if j]
+    conf.set("spark.jars", ",".join(given + jars))
+    for key, value in DELTA_SQL_CONF.items():
+        conf.set(key, value)
+    return conf
+
+
+def _submitted_conf(defaults: dict[str, str]) -> SparkConf:
+    # Connect to spark-submit's JVM first: only then does SparkConf() load what the command
+    # line and the cluster set (before it, SparkConf is an empty dict and every contains()
+    # is False, so the defaults would win over spark-submit).
+    SparkContext._ensure_initialized()  # noqa: SLF001 - the documented way to reach the gateway
+    conf = SparkConf()
+    for key, value in defaults.items():
+        if key not in EMBEDDED_ONLY and not conf.contains(key):
+            conf.set(key, value)
+    if not conf.contains("spark.sql.extensions") and _jvm_has(conf, "org.apache.spark.sql.delta.DeltaLog"):
+        for key, value in DELTA_SQL_CONF.items():
+            conf.set(key, value)
+    return conf
+
+
+def _jvm_has(conf: SparkConf, class_name: str) -> bool:
+    jvm = SparkContext._jvm  # noqa: SLF001
+    try:
+        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        jvm.java.lang.Class.forName(class_name, False, loader)
+        return True
+    except Exception:  # noqa: BLE001 - a probe: missing class or no JVM both mean "no"
+        return False
+
+
+def _set_checkpoint_dir(spark: SparkSession, warehouse: str) -> None:
+    """Checkpoints (iterative graph algorithms) go to ``<warehouse>/_checkpoints``.
+
+    A warehouse that cannot take them (read-only, for analysts' queries) leaves the folder
+    unset: the graph seam then uses local checkpoints.
+    """
+    if not warehouse:
+        return
+    try:
+        if "://" not in warehouse:
+            checkpoints = Path(warehouse).resolve() / "_checkpoints"
+            checkpoints.mkdir(parents=True, exist_ok=True)
+            spark.sparkContext.setCheckpointDir(str(checkpoints))
+        else:
+            spark.sparkContext.setCheckpointDir(f"{warehouse.rstrip('/')}/_checkpoints")
+    except Exception as exc:  # noqa: BLE001 - read-only or unreachable: run without
+        log.warning("no checkpoint folder in the warehouse (%s); using local checkpoints", exc)
