@@ -270,7 +270,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     started = time.time()
     try:
         store = DeltaStore.from_settings(spark, settings)
-        progress(f"{args.stage}: warehouse {settings.warehouse} (delta backend {store.backend})")
+        progress(f"{args.stage}: warehouse {settings.warehouse} on {spark.sparkContext.master} "
+                 f"(Spark {spark.version}, UI {spark.sparkContext.uiWebUrl or 'off'})")
         code = STAGES[args.stage][2](spark, store, settings, args)
         progress(f"{args.stage}: done in {time.time() - started:.1f} s")
         return code

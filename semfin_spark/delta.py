@@ -1,42 +1,36 @@
 """The Delta seam: every table read and write in SemFin goes through :class:`DeltaStore`.
 
-Two backends, chosen once per session by probing the JVM:
+Tables are Delta Lake tables at ``<warehouse>/<table>``, written by delta-spark:
+``format("delta")`` for whole-table writes, ``MERGE`` for keyed updates, the Delta log for
+versions and history, ``OPTIMIZE`` and ``VACUUM`` for upkeep, time travel for reads. The
+tables keep Delta's plain protocol (reader 1, writer 2: no deletion vectors, no column
+mapping), so delta-rs, DuckDB and Trino read every one of them.
 
-* ``native``: the Delta Lake jars are on the classpath (a cluster started with
-  ``--packages io.delta:delta-spark_2.13:<v>``): ``format("delta")`` writes, ``MERGE``
-  through delta-spark's ``DeltaTable`` API.
-* ``delta-rs``: no Delta jars (the embedded default here). Executors write Parquet files
-  into a staging folder of the table; the driver moves them into the table folder and
-  commits them, with per-file statistics read from the Parquet footers, as ONE Delta
-  transaction with ``deltalake`` (delta-rs). Merges are copy-on-write at file level: only
-  the files holding a matched key are rewritten, and their removal and the new files are
-  one commit.
+Every write is one Delta commit carrying the SemFin operation and its metadata (run id,
+source) in the commit's ``userMetadata``; a job killed before its commit leaves the table at
+its previous version, and readers see whole versions only.
 
-Either way the result is a real Delta table (delta-spark, delta-rs, DuckDB and Trino read
-it), each stage write is one commit, a job killed before its commit leaves the table at its
-previous version, and readers see the old or the new version, never half a write.
+Concurrent writers: Delta's optimistic concurrency. Keyed writes are ``MERGE``\\ s that read
+the whole table, so two writers of the same table conflict and the later one fails with
+:class:`ConcurrentWriteError` (nothing of it committed; run it again). A table is created
+empty first (``CREATE TABLE IF NOT EXISTS``), so even the first write of a table is a
+``MERGE`` that cannot blindly duplicate another writer's rows. On object stores, Delta's
+rule applies: S3 needs a LogStore with put-if-absent (``S3DynamoDBLogStore``) before
+writers on more than one driver may write one table; see the README.
 
 Implementation details:
-    Rows never pass through the driver: Spark's executors write the Parquet files. The
-    driver handles file names, Parquet footers (statistics) and the Delta log, all of
-    which grow with the number of files, not of rows. A killed write can leave Parquet
-    files that no commit references: readers never see them; the next write removes
-    staging folders older than ``delta.stale_staging_hours``, and
-    :meth:`DeltaStore.vacuum` removes unreferenced files.
+    Rows never pass through the driver: executors write the data files. The driver
+    reads the Delta log (versions, history, file lists), whose size grows with commits
+    and files, not rows.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
-import math
-import os
-import shutil
-import time
-import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -45,11 +39,23 @@ from semfin_spark.schemas import Table
 
 log = logging.getLogger(__name__)
 
-_STAGING = "_staging"
+_USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+_CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException",
+              "ConcurrentDeleteDeleteException", "ConcurrentTransactionException",
+              "MetadataChangedException", "ProtocolChangedException",
+              "ConcurrentWriteException", "DELTA_CONCURRENT", "DELTA_METADATA_CHANGED",
+              "DELTA_PROTOCOL_CHANGED")
 
 
 class DeltaError(RuntimeError):
-    """A Delta table cannot be read or written as asked (missing, unsupported feature, ...)."""
+    """A Delta table cannot be read or written as asked (missing table, missing jars, ...)."""
+
+
+class ConcurrentWriteError(DeltaError):
+    """Another writer committed to the table first; nothing of this write was committed.
+
+    Retryable: running the stage again reads the other writer's version and converges.
+    """
 
 
 @dataclass(frozen=True)
@@ -58,60 +64,54 @@ class WriteResult:
 
     table: str
     version: int | None
-    rows_written: int | None = None
-    files_added: int = 0
-    files_removed: int = 0
+    metrics: dict[str, str] | None = None
 
 
 def delta_jars_available(spark: SparkSession) -> bool:
     """True when the JVM of ``spark`` has Delta Lake's classes (so ``format("delta")`` works)."""
     try:
         jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-        jvm.java.lang.Class.forName("org.apache.spark.sql.delta.DeltaLog")
+        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        jvm.java.lang.Class.forName("org.apache.spark.sql.delta.DeltaLog", False, loader)
         return True
-    except Exception:  # no JVM access (Spark Connect) or class missing
-        try:
-            return "delta" in (spark.conf.get("spark.sql.extensions", "") or "").lower()
-        except Exception:
-            return False
+    except Exception:  # noqa: BLE001 - no JVM access (Spark Connect) or class missing
+        return False
 
 
 class DeltaStore:
-    """Read and write the warehouse's Delta tables; the backend is chosen at run time.
+    """Read and write the warehouse's Delta tables.
 
     Args:
-        spark: the session (injected; never built here).
-        warehouse: root folder of the tables; ``<warehouse>/<table>`` is a table.
-        backend: ``auto`` (probe the JVM), ``native`` or ``delta-rs``.
-        stale_staging_hours: partial writes of killed jobs older than this are removed.
+        spark: the session (injected; never built here), with the Delta Lake jars.
+        warehouse: root folder or URI of the tables; ``<warehouse>/<table>`` is a table.
+
+    Raises:
+        DeltaError: the session has no Delta Lake jars.
 
     Examples:
-        >>> from semfin_spark.schemas import HUB_MODELS
-        >>> store = DeltaStore(spark, "/tmp/semfin-doctest")     # doctest: +SKIP
-        >>> store.overwrite(HUB_MODELS, df).version              # doctest: +SKIP
+        >>> from semfin_spark.schemas import MODEL_TAGS
+        >>> store = DeltaStore(spark, "/tmp/semfin-doctest")           # doctest: +SKIP
+        >>> rows = spark.createDataFrame([("a/x", "mit", "license", "mit", None)],
+        ...                              MODEL_TAGS.schema)                 # doctest: +SKIP
+        >>> store.overwrite(MODEL_TAGS, rows).version                    # doctest: +SKIP
         0
-        >>> store.read(HUB_MODELS).count()                       # doctest: +SKIP
+        >>> store.read(MODEL_TAGS, version=0).count()                    # doctest: +SKIP
+        1
     """
 
-    def __init__(self, spark: SparkSession, warehouse: str, *, backend: str = "auto",
-                 stale_staging_hours: float = 24.0) -> None:
-        if backend not in ("auto", "native", "delta-rs"):
-            raise ValueError(f"delta backend must be auto, native or delta-rs, not {backend!r}")
-        if backend == "auto":
-            backend = "native" if delta_jars_available(spark) else "delta-rs"
-        elif backend == "native" and not delta_jars_available(spark):
-            raise DeltaError("delta backend 'native' asked for, but the Delta Lake jars are not "
-                             "in the JVM: start Spark with --packages io.delta:delta-spark_2.13:<version>")
+    def __init__(self, spark: SparkSession, warehouse: str) -> None:
+        if not delta_jars_available(spark):
+            raise DeltaError(
+                "the Delta Lake jars are not in this Spark session: run scripts/setup_env.sh "
+                "(it fetches them) for the embedded default, or give spark-submit "
+                "--packages io.delta:delta-spark_2.13:4.4.0 (scripts/submit.sh does)")
         self.spark = spark
         self.warehouse = warehouse.rstrip("/")
-        self.backend = backend
-        self.stale_staging_hours = stale_staging_hours
 
     @classmethod
     def from_settings(cls, spark: SparkSession, settings: Any) -> "DeltaStore":
-        """A store for ``settings.warehouse`` with ``settings.delta`` options."""
-        return cls(spark, settings.warehouse, backend=settings.delta.backend,
-                   stale_staging_hours=settings.delta.stale_staging_hours)
+        """A store for ``settings.warehouse``."""
+        return cls(spark, settings.warehouse)
 
     # ---------------------------------------------------------------- reading
 
@@ -120,104 +120,84 @@ class DeltaStore:
         return f"{self.warehouse}/{_name(table)}"
 
     def exists(self, table: str | Table) -> bool:
-        """True when the table has a Delta log with at least one commit."""
-        from deltalake import DeltaTable
+        """True when the table has a Delta log."""
+        from delta.tables import DeltaTable
 
-        return DeltaTable.is_deltatable(self._uri(table))
+        return bool(DeltaTable.isDeltaTable(self.spark, self.path(table)))
 
     def version(self, table: str | Table) -> int | None:
         """Current version of the table, or None when it does not exist."""
-        if not self.exists(table):
-            return None
-        from deltalake import DeltaTable
-
-        return DeltaTable(self._uri(table)).version()
+        history = self.history(table, limit=1)
+        return history[0]["version"] if history else None
 
     def history(self, table: str | Table, limit: int | None = None) -> list[dict[str, Any]]:
-        """Commits of the table, newest first (``version``, ``timestamp``, ``operation``, ...)."""
+        """Commits of the table, newest first, from the Delta log.
+
+        Each is a dict with ``version``, ``timestamp``, ``operation`` (Delta's: ``WRITE``,
+        ``MERGE``, ``OPTIMIZE``, ...), ``operationMetrics``, and SemFin's own
+        ``semfin_operation`` and metadata (read back from ``userMetadata``).
+        """
         if not self.exists(table):
             return []
-        from deltalake import DeltaTable
+        from delta.tables import DeltaTable
 
-        return DeltaTable(self._uri(table)).history(limit)
+        frame = DeltaTable.forPath(self.spark, self.path(table)).history(limit)
+        out = []
+        for row in frame.select("version", "timestamp", "operation", "operationMetrics",
+                                "userMetadata").collect():
+            entry = row.asDict()
+            entry.update(_parse_metadata(entry.pop("userMetadata")))
+            out.append(entry)
+        return out
 
-    def read(self, table: str | Table, version: int | None = None) -> DataFrame:
-        """The table (or one of its versions) as a DataFrame.
+    def read(self, table: str | Table, version: int | None = None,
+             timestamp: str | None = None) -> DataFrame:
+        """The table, or one of its past versions (time travel), as a DataFrame.
 
         Args:
             table: a :class:`~semfin_spark.schemas.Table` or a table name.
-            version: a past version (time travel); the current one when omitted.
+            version: a past version (``versionAsOf``).
+            timestamp: a past point in time (``timestampAsOf``, e.g. ``2026-12-01 02:00``).
 
         Returns:
             The rows. A missing table given as a ``Table`` reads as empty with its schema.
 
         Raises:
-            DeltaError: the table does not exist (given by name only), the version does not
-                exist, or the table uses a feature the delta-rs path cannot honour
-                (deletion vectors, column mapping).
+            DeltaError: the table does not exist (given by name only), or the version or
+                timestamp is not in its history.
         """
         if not self.exists(table):
             if isinstance(table, Table):
                 return self.spark.createDataFrame([], table.schema)
             raise DeltaError(f"no Delta table at {self.path(table)}")
-        if self.backend == "native":
-            reader = self.spark.read.format("delta")
-            if version is not None:
-                reader = reader.option("versionAsOf", version)
-            return reader.load(self.path(table))
-        return self._read_files(table, version)
-
-    def _read_files(self, table: str | Table, version: int | None) -> DataFrame:
-        from deltalake import DeltaTable
-        from pyspark.sql.pandas.types import from_arrow_schema
-        import pyarrow as pa
-
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        if timestamp is not None:
+            reader = reader.option("timestampAsOf", timestamp)
         try:
-            dt_ = DeltaTable(self._uri(table), version=version)
-        except Exception as exc:  # delta-rs raises its own error types per cause
-            raise DeltaError(f"cannot read {self.path(table)} at version {version}: {exc}") from exc
-        protocol = dt_.protocol()
-        features = set(protocol.reader_features or [])
-        unsupported = features & {"deletionVectors", "columnMapping", "v2Checkpoint"}
-        if unsupported and self._has_active_feature(dt_, unsupported):
-            raise DeltaError(
-                f"{self.path(table)} uses {sorted(unsupported)}, which only the native backend "
-                "reads: start Spark with the Delta Lake jars")
-        schema = from_arrow_schema(pa.schema(dt_.schema().to_arrow()))
-        files = dt_.file_uris()
-        if not files:
-            return self.spark.createDataFrame([], schema)
-        return self.spark.read.schema(schema).parquet(*files)
-
-    @staticmethod
-    def _has_active_feature(dt_: Any, features: set[str]) -> bool:
-        if "deletionVectors" in features:
-            actions = dt_.get_add_actions(flatten=True)
-            if "deletionVector.storageType" in actions.schema.names:
-                return True
-        return bool(features - {"deletionVectors"})
+            return reader.load(self.path(table))
+        except Exception as exc:  # noqa: BLE001 - Delta's AnalysisException for a bad version
+            if version is None and timestamp is None:
+                raise
+            raise DeltaError(f"{self.path(table)} has no version "
+                             f"{version if version is not None else timestamp}: {exc}") from exc
 
     # ---------------------------------------------------------------- writing
 
     def overwrite(self, table: Table, df: DataFrame, *, operation: str = "OVERWRITE",
                   metadata: dict[str, str] | None = None) -> WriteResult:
         """Replace the table's rows by ``df``'s, in one commit (creates the table if needed)."""
-        df = conform(df, table)
-        if self.backend == "native":
-            self._native_writer(df, "overwrite", metadata).save(self.path(table))
-            return WriteResult(table.name, self.version(table))
-        staged = self._stage(table, df)
-        return self._commit(table, staged, mode="overwrite", operation=operation, metadata=metadata)
+        return self._write(table, df, "overwrite", operation, metadata)
 
     def append(self, table: Table, df: DataFrame, *, operation: str = "APPEND",
                metadata: dict[str, str] | None = None) -> WriteResult:
-        """Add ``df``'s rows to the table, in one commit (creates the table if needed)."""
-        df = conform(df, table)
-        if self.backend == "native":
-            self._native_writer(df, "append", metadata).save(self.path(table))
-            return WriteResult(table.name, self.version(table))
-        staged = self._stage(table, df)
-        return self._commit(table, staged, mode="append", operation=operation, metadata=metadata)
+        """Add ``df``'s rows to the table, in one commit (creates the table if needed).
+
+        A blind append: two writers appending at once both land. Use :meth:`upsert` for
+        rows with a key.
+        """
+        return self._write(table, df, "append", operation, metadata)
 
     def upsert(self, table: Table, df: DataFrame, *, operation: str = "MERGE",
                metadata: dict[str, str] | None = None) -> WriteResult:
@@ -233,53 +213,33 @@ class DeltaStore:
                      ) -> WriteResult:
         """Delete every row whose ``keys.columns`` values match a row of ``keys``, add ``df``.
 
-        One commit. This is how a stage replaces all rows of the models it reprocessed
-        (``keys`` = their ids) while leaving every other row and file untouched.
+        One ``MERGE`` commit. This is how a stage replaces all rows of the models it
+        reprocessed (``keys`` = their ids) while leaving every other row untouched.
 
         Args:
-            table: the table; created when missing.
-            df: the new rows.
+            table: the table; created (empty) when missing.
+            df: the new rows, at most one per ``table.key``.
             keys: a DataFrame whose columns are a subset of the table's; duplicates allowed.
-            operation: the operation name recorded in the Delta history.
+            operation: SemFin's name for the write, kept in the commit's metadata.
             metadata: extra commit info (e.g. the run id), kept in the history.
 
         Returns:
             The :class:`WriteResult`; ``version`` is None when there was nothing to do.
+
+        Raises:
+            ConcurrentWriteError: another writer committed to the table meanwhile.
         """
+        from delta.tables import DeltaTable
+
         df = conform(df, table)
         key_cols = list(keys.columns)
         keys = keys.dropDuplicates(key_cols)
-        if not self.exists(table):
-            return self.append(table, df, operation=operation, metadata=metadata)
-        if self.backend == "native":
-            return self._native_replace_keys(table, df, keys, key_cols)
-        return self._cow_replace_keys(table, df, keys, key_cols, operation, metadata)
-
-    def vacuum(self, table: str | Table, retention_hours: int = 168) -> list[str]:
-        """Remove files no version newer than ``retention_hours`` references."""
-        from deltalake import DeltaTable
-
-        if not self.exists(table):
-            return []
-        return DeltaTable(self._uri(table)).vacuum(
-            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
-
-    # ---------------------------------------------------------------- native backend
-
-    def _native_writer(self, df: DataFrame, mode: str, metadata: dict[str, str] | None):
-        writer = df.write.format("delta").mode(mode)
-        if mode == "overwrite":
-            writer = writer.option("overwriteSchema", "true")
-        if metadata:
-            writer = writer.option("userMetadata", json.dumps(metadata, sort_keys=True))
-        return writer
-
-    def _native_replace_keys(self, table: Table, df: DataFrame, keys: DataFrame,
-                             key_cols: list[str]) -> WriteResult:
-        from delta.tables import DeltaTable as SparkDeltaTable  # delta-spark, cluster only
-
+        self._create_if_missing(table)
+        before = self.version(table)
         full_key = list(table.key)
         current = self.read(table)
+        # Rows of the replaced keys that df does not bring back are deleted by the MERGE:
+        # they join it as delete markers.
         doomed = (current.join(keys, key_cols, "left_semi").select(*full_key)
                   .join(df.select(*full_key), full_key, "left_anti"))
         nulls = [F.lit(None).cast(f.dataType).alias(f.name)
@@ -289,133 +249,108 @@ class DeltaStore:
                                .withColumn("_semfin_delete", F.lit(True))))
         cond = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in full_key)
         assignments = {f"`{c}`": f"s.`{c}`" for c in table.columns}
-        (SparkDeltaTable.forPath(self.spark, self.path(table)).alias("t")
-         .merge(source.alias("s"), cond)
-         .whenMatchedDelete(condition="s._semfin_delete")
-         .whenMatchedUpdate(set=assignments)
-         .whenNotMatchedInsert(condition="NOT s._semfin_delete", values=assignments)
-         .execute())
-        return WriteResult(table.name, self.version(table))
+        merge = (DeltaTable.forPath(self.spark, self.path(table)).alias("t")
+                 .merge(source.alias("s"), cond)
+                 .whenMatchedDelete(condition="s._semfin_delete")
+                 .whenMatchedUpdate(set=assignments)
+                 .whenNotMatchedInsert(condition="NOT s._semfin_delete", values=assignments))
+        with self._committing(table, operation, metadata):
+            merge.execute()
+        return self._result(table, before)
 
-    # ---------------------------------------------------------------- delta-rs backend
+    def optimize(self, table: str | Table) -> dict[str, Any]:
+        """Compact the table's small files (``OPTIMIZE``); returns Delta's metrics.
 
-    def _uri(self, table: str | Table) -> str:
-        path = self.path(table)
-        return path if "://" in path else os.path.abspath(path)
+        A no-op (no commit) when there is nothing to compact.
+        """
+        if not self.exists(table):
+            return {}
+        from delta.tables import DeltaTable
 
-    def _stage(self, table: Table, df: DataFrame, run: str | None = None) -> "_Staged":
-        """Executors write ``df`` as Parquet into ``<table>/_staging/<run>``."""
-        root = self._uri(table)
-        self._remove_stale_staging(root)
-        run = run or f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
-        staging = f"{root}/{_STAGING}/{run}"
-        df.write.mode("overwrite").parquet(staging)
-        return _Staged(root=root, staging=staging, run=run, schema=df.schema)
+        with self._committing(table, "OPTIMIZE", None):
+            rows = DeltaTable.forPath(self.spark, self.path(table)).optimize().executeCompaction().collect()
+        metrics = rows[0]["metrics"].asDict(recursive=True) if rows else {}
+        return {k: metrics.get(k) for k in ("numFilesAdded", "numFilesRemoved")}
 
-    def _commit(self, table: Table, staged: "_Staged", *, mode: str, operation: str,
-                metadata: dict[str, str] | None, removes: Sequence[Any] = ()) -> WriteResult:
-        from deltalake import DeltaTable
-        from deltalake.transaction import (CommitProperties, create_table_with_add_actions)
-        from pyspark.sql.pandas.types import to_arrow_schema
+    def vacuum(self, table: str | Table, retention_hours: float = 168) -> None:
+        """Delete data files no version newer than ``retention_hours`` references.
 
-        adds, rows = self._move_into_table(staged)
-        if mode == "append" and not adds and not removes and DeltaTable.is_deltatable(staged.root):
-            shutil.rmtree(staged.staging, ignore_errors=True)
-            return WriteResult(table.name, None, 0)
-        arrow_schema = to_arrow_schema(table.schema, timezone="UTC")
-        info = {"semfin_operation": operation, "semfin_backend": "delta-rs", **(metadata or {})}
-        props = CommitProperties(custom_metadata={k: str(v) for k, v in info.items()})
-        try:
-            if not DeltaTable.is_deltatable(staged.root):
-                create_table_with_add_actions(
-                    staged.root, _delta_schema(arrow_schema), adds, mode="error",
-                    name=table.name, description=table.doc, commit_properties=props)
-            else:
-                target = DeltaTable(staged.root)
-                if mode == "overwrite" and _schema_changed(target, arrow_schema):
-                    create_table_with_add_actions(
-                        staged.root, _delta_schema(arrow_schema), adds, mode="overwrite",
-                        name=table.name, description=table.doc, commit_properties=props)
-                else:
-                    target.create_write_transaction(
-                        list(adds) + list(removes), mode=mode, schema=arrow_schema,
-                        commit_properties=props)
-        finally:
-            shutil.rmtree(staged.staging, ignore_errors=True)
-        version = DeltaTable(staged.root).version()
-        log.info("%s: committed version %s (%s, %d files, %d rows)", table.name, version,
-                 operation, len(adds), rows)
-        return WriteResult(table.name, version, rows, len(adds), len(removes))
-
-    def _move_into_table(self, staged: "_Staged") -> tuple[list[Any], int]:
-        import pyarrow.parquet as pq
-        from deltalake.transaction import AddAction
-
-        adds: list[Any] = []
-        total = 0
-        for name in sorted(os.listdir(staged.staging)):
-            src = f"{staged.staging}/{name}"
-            if name.startswith((".", "_")) or not name.endswith(".parquet"):
-                continue
-            meta = pq.read_metadata(src)
-            if meta.num_rows == 0:
-                continue  # Spark writes an empty file for an empty DataFrame; no need to keep it
-            target_name = f"part-{staged.run}-{name.split('-', 2)[1]}-{uuid.uuid4().hex[:8]}.snappy.parquet"
-            os.replace(src, f"{staged.root}/{target_name}")
-            stat = os.stat(f"{staged.root}/{target_name}")
-            adds.append(AddAction(
-                path=target_name, size=stat.st_size, partition_values={},
-                modification_time=int(stat.st_mtime * 1000), data_change=True,
-                stats=json.dumps(_file_stats(meta))))
-            total += meta.num_rows
-        return adds, total
-
-    def _cow_replace_keys(self, table: Table, df: DataFrame, keys: DataFrame,
-                          key_cols: list[str], operation: str,
-                          metadata: dict[str, str] | None) -> WriteResult:
-        from deltalake import DeltaTable
-        from deltalake.transaction import RemoveAction
-
-        target = DeltaTable(self._uri(table))
-        current = self.read(table).withColumn("_semfin_file", F.input_file_name())
-        # Only file names reach the driver: their number grows with files, not rows.
-        touched = [r[0] for r in current.join(keys, key_cols, "left_semi")
-                   .select("_semfin_file").distinct().collect()]
-        if touched:
-            kept = (current.where(F.col("_semfin_file").isin(touched))
-                    .join(keys, key_cols, "left_anti").drop("_semfin_file"))
-            df = conform(kept, table).unionByName(df)
-        # Staged whatever it holds (``df`` is computed exactly once, so observations on it
-        # count every row); nothing staged and nothing touched commits nothing.
-        staged = self._stage(table, df)
-        by_uri = {_file_uri(p): p for p in _table_files(target)}
-        now = int(time.time() * 1000)
-        removes = []
-        for uri in touched:
-            rel = by_uri.get(_file_uri(uri))
-            if rel is None:
-                raise DeltaError(f"{uri} is not an active file of {self.path(table)}")
-            removes.append(RemoveAction(path=rel, data_change=True, deletion_timestamp=now))
-        return self._commit(table, staged, mode="append", operation=operation,
-                            metadata=metadata, removes=removes)
-
-    def _remove_stale_staging(self, root: str) -> None:
-        staging_root = f"{root}/{_STAGING}"
-        if not os.path.isdir(staging_root):
+        Files of killed or failed writes and files replaced by later versions go; time
+        travel to versions older than the retention stops working.
+        """
+        if not self.exists(table):
             return
-        cutoff = time.time() - self.stale_staging_hours * 3600
-        for name in os.listdir(staging_root):
-            path = f"{staging_root}/{name}"
-            if os.path.getmtime(path) < cutoff:
-                shutil.rmtree(path, ignore_errors=True)
+        from delta.tables import DeltaTable
 
+        check = "spark.databricks.delta.retentionDurationCheck.enabled"
+        previous = self.spark.conf.get(check, "true")
+        if retention_hours < 168:  # Delta refuses short retentions unless told it is meant
+            self.spark.conf.set(check, "false")
+        try:
+            DeltaTable.forPath(self.spark, self.path(table)).vacuum(retention_hours)
+        finally:
+            self.spark.conf.set(check, previous)
 
-@dataclass(frozen=True)
-class _Staged:
-    root: str
-    staging: str
-    run: str
-    schema: Any
+    # ---------------------------------------------------------------- internals
+
+    def _write(self, table: Table, df: DataFrame, mode: str, operation: str,
+               metadata: dict[str, str] | None) -> WriteResult:
+        df = conform(df, table)
+        before = self.version(table)
+        writer = (df.write.format("delta").mode(mode)
+                  .option("userMetadata", _metadata_text(operation, metadata)))
+        if mode == "overwrite":
+            writer = writer.option("overwriteSchema", "true")
+        with self._committing(table, operation, None, set_metadata=False):
+            writer.save(self.path(table))
+        return self._result(table, before)
+
+    def _create_if_missing(self, table: Table) -> None:
+        if self.exists(table):
+            return
+        from delta.tables import DeltaTable
+
+        try:
+            with self._committing(table, "CREATE", None):
+                (DeltaTable.createIfNotExists(self.spark).location(self.path(table))
+                 .addColumns(table.schema).comment(table.doc).execute())
+        except ConcurrentWriteError:
+            if not self.exists(table):
+                raise
+            # Another writer created it first: the same empty table, so nothing is lost.
+
+    def _result(self, table: Table, before: int | None) -> WriteResult:
+        history = self.history(table, limit=1)
+        if not history or history[0]["version"] == before:
+            return WriteResult(table.name, None)
+        entry = history[0]
+        log.info("%s: committed version %s (%s)", table.name, entry["version"], entry["operation"])
+        return WriteResult(table.name, entry["version"], entry.get("operationMetrics"))
+
+    @contextmanager
+    def _committing(self, table: str | Table, operation: str, metadata: dict[str, str] | None,
+                    *, set_metadata: bool = True) -> Iterator[None]:
+        """Tag the commit with SemFin's metadata; turn Delta's conflicts into
+        :class:`ConcurrentWriteError`."""
+        previous = self.spark.conf.get(_USER_METADATA_CONF, None)
+        if set_metadata:
+            self.spark.conf.set(_USER_METADATA_CONF, _metadata_text(operation, metadata))
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - re-raised, as a specific error when a conflict
+            text = f"{type(exc).__name__}: {exc}"
+            if any(marker in text for marker in _CONFLICTS):
+                raise ConcurrentWriteError(
+                    f"another writer committed to {self.path(table)} while this {operation} "
+                    "ran; nothing of it was committed. Run it again: it will read the other "
+                    f"writer's version. ({text.splitlines()[0][:300]})") from exc
+            raise
+        finally:
+            if set_metadata:
+                if previous is None:
+                    self.spark.conf.unset(_USER_METADATA_CONF)
+                else:
+                    self.spark.conf.set(_USER_METADATA_CONF, previous)
 
 
 def conform(df: DataFrame, table: Table) -> DataFrame:
@@ -436,89 +371,19 @@ def _name(table: str | Table) -> str:
     return table.name if isinstance(table, Table) else table
 
 
-def _table_files(target: Any) -> list[str]:
-    actions = target.get_add_actions(flatten=True)
-    return actions.column("path").to_pylist()
+def _metadata_text(operation: str, metadata: dict[str, str] | None) -> str:
+    info = {"semfin_operation": operation, **{k: str(v) for k, v in (metadata or {}).items()}}
+    return json.dumps(info, sort_keys=True)
 
 
-def _file_uri(path: str) -> str:
-    """A comparable form of a data file's location (``file:/x``, ``file:///x`` and ``/x`` agree)."""
-    from urllib.parse import unquote
-
-    path = unquote(path)
-    for prefix in ("file://", "file:"):
-        if path.startswith(prefix):
-            path = path[len(prefix):]
-            break
-    return os.path.basename(path)
-
-
-def _delta_schema(arrow_schema: Any) -> Any:
-    from deltalake import Schema
-
-    return Schema.from_arrow(arrow_schema)
-
-
-def _schema_changed(target: Any, arrow_schema: Any) -> bool:
-    import pyarrow as pa
-
-    current = pa.schema(target.schema().to_arrow())
-    return [(f.name, str(f.type)) for f in current] != [(f.name, str(f.type)) for f in arrow_schema]
-
-
-def _file_stats(meta: Any) -> dict[str, Any]:
-    """Delta per-file statistics from a Parquet footer: numRecords, min, max, nullCount.
-
-    Only top-level columns of numeric, boolean and short string types get min/max;
-    timestamps and long strings keep nullCount only, since a truncated bound would make
-    readers skip files they must read.
-    """
-    import pyarrow as pa
-
-    schema = meta.schema.to_arrow_schema()
-    mins: dict[str, Any] = {}
-    maxs: dict[str, Any] = {}
-    nulls: dict[str, int] = {}
-    leaf_index = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
-    for field in schema:
-        i = leaf_index.get(field.name)
-        if i is None:
-            continue  # nested column: no statistics
-        nulls[field.name] = 0
-        lo = hi = None
-        usable = _stats_type(field.type)
-        for rg in range(meta.num_row_groups):
-            st = meta.row_group(rg).column(i).statistics
-            if st is None or not st.has_null_count:
-                usable = False
-                nulls.pop(field.name, None)
-                break
-            nulls[field.name] += st.null_count
-            if not usable or not st.has_min_max:
-                continue
-            lo = st.min if lo is None else min(lo, st.min)
-            hi = st.max if hi is None else max(hi, st.max)
-        if usable and lo is not None and _stat_ok(lo) and _stat_ok(hi):
-            mins[field.name], maxs[field.name] = lo, hi
-    return {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs,
-            "nullCount": nulls}
-
-
-def _stats_type(t: Any) -> bool:
-    import pyarrow as pa
-
-    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
-            or pa.types.is_string(t) or pa.types.is_large_string(t))
-
-
-def _stat_ok(v: Any) -> bool:
-    if isinstance(v, float):
-        return math.isfinite(v)
-    if isinstance(v, str):
-        return len(v) <= 32
-    if isinstance(v, bytes):
-        return False
-    return True
+def _parse_metadata(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"user_metadata": text}
+    return value if isinstance(value, dict) else {"user_metadata": text}
 
 
 def table_versions(store: DeltaStore, tables: Iterable[str | Table]) -> dict[str, int | None]:

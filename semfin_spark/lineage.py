@@ -119,7 +119,7 @@ def run_lineage(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     store.overwrite(LINEAGE_EDGES, edges, operation="LINEAGE")
 
     report: dict[str, Any] = {"edges": n_edges, "self_loops": n_loops}
-    report.update(_components(spark, store, edges, progress))
+    report.update(_components(spark, store, edges, settings.graph.backend, progress))
     report["cycles"] = _cycles(spark, edges, settings)
     licences = node_licenses(store).persist(StorageLevel.MEMORY_AND_DISK)
     report.update(_chains(spark, store, edges, licences, settings, progress))
@@ -131,13 +131,14 @@ def run_lineage(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     return report
 
 
-def _components(spark: SparkSession, store: DeltaStore, edges: DataFrame,
+def _components(spark: SparkSession, store: DeltaStore, edges: DataFrame, graph_backend: str,
                 progress: Callable[[str], None]) -> dict[str, Any]:
     models = store.read(HUB_MODELS).select("id")
     external = edges.where("parent_external").select(F.col("parent").alias("id")).distinct()
     nodes = models.unionByName(external).distinct()
     comps = graph.connected_components(spark, edges.select(F.col("child").alias("src"),
-                                                           F.col("parent").alias("dst")), nodes)
+                                                           F.col("parent").alias("dst")), nodes,
+                                        backend=graph_backend)
     sizes = comps.groupBy("component").agg(F.count("*").alias("component_size"))
     table = (comps.join(sizes, "component")
              .join(external.withColumn("external", F.lit(True)), "id", "left")

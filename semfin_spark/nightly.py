@@ -68,6 +68,7 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
         progress(f"nightly: {number}/{len(STAGES)} {name}")
 
     result = NightlyResult()
+    versions_before = {name: store.version(name) for name in TABLES}
     step(1, "ingest")
     result.stages["ingest"] = _plain(ingest(spark, store, source, settings, progress=progress))
     step(2, "flatten")
@@ -95,11 +96,34 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
         "components", "largest_component", "isolated_models", "self_loops", "chains",
         "license_chains", "incompatible_share") if k in report}
     result.stages["lineage"]["report"] = report_path
+    result.stages["upkeep"] = maintain_tables(
+        store, [n for n in TABLES if store.version(n) != versions_before[n]],
+        retention_hours=settings.delta.vacuum_retention_hours, progress=progress)
     result.tables = warehouse_summary(store)
     if store.exists(INGEST_REJECTS):
         result.rejects_by_reason = {r[0]: r[1] for r in store.read(INGEST_REJECTS)
                                     .groupBy("reason").agg(F.count("*")).collect()}
     return result
+
+
+def maintain_tables(store: DeltaStore, tables: list[str], *, retention_hours: float,
+                    progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Compact (``OPTIMIZE``) then ``VACUUM`` each of ``tables``: the upkeep of a night.
+
+    Only tables written this night are given: an untouched table has nothing new to
+    compact, and leaving it alone keeps a night with no new data from adding versions.
+
+    Returns:
+        Per table, the files compacted (added, removed).
+    """
+    done: dict[str, Any] = {}
+    for name in tables:
+        metrics = store.optimize(name)
+        store.vacuum(name, retention_hours)
+        done[name] = f"{metrics.get('numFilesRemoved') or 0}->{metrics.get('numFilesAdded') or 0} files"
+    if tables:
+        progress(f"nightly: upkeep: OPTIMIZE and VACUUM ({retention_hours:g} h) on {len(tables)} tables")
+    return done
 
 
 def _plain(obj: Any) -> Any:

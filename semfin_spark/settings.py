@@ -17,6 +17,7 @@ Environment variables:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -42,8 +43,7 @@ class SparkSettings:
 
 @dataclass(frozen=True)
 class DeltaSettings:
-    backend: str = "auto"
-    stale_staging_hours: float = 24.0
+    vacuum_retention_hours: float = 168.0
 
 
 @dataclass(frozen=True)
@@ -169,11 +169,31 @@ class Settings:
 
 
 def default_conf_dir() -> Path:
-    """The folder of the shipped defaults: the package's copy, else the checkout's ``conf/``."""
+    """The folder of the shipped defaults: the package's copy, else the checkout's ``conf/``.
+
+    A package imported from a zip (a wheel given to spark-submit with ``--py-files``) has
+    no folder on disk: its ``conf/`` is copied out once per process into a temporary one.
+    """
     packaged = resources.files("semfin_spark") / "conf"
     if packaged.is_dir() and (packaged / "semfin.yaml").is_file():
-        return Path(str(packaged))
+        if isinstance(packaged, Path):
+            return packaged
+        return _extracted_conf(packaged)
     return Path(__file__).resolve().parent.parent / "conf"
+
+
+@functools.lru_cache(maxsize=1)
+def _extracted_conf(packaged: Any) -> Path:
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="semfin-conf-"))
+    atexit.register(shutil.rmtree, folder, True)
+    for item in packaged.iterdir():
+        if item.is_file():
+            (folder / item.name).write_bytes(item.read_bytes())
+    return folder
 
 
 def load_settings(
@@ -213,7 +233,25 @@ def load_settings(
         if value is not None:
             _deep_update(merged, _nest(dotted, value))
     merged.setdefault("conf_dir", str(conf_dir))
+    merged["warehouse"] = absolute_location(str(merged.get("warehouse") or "./semfin-warehouse"))
     return _build(Settings, merged, "")
+
+
+def absolute_location(location: str) -> str:
+    """A local path made absolute (``file:`` URIs and other schemes are kept as given).
+
+    Executors do not share the driver's working directory: on a cluster, a warehouse
+    given as ``./wh`` would be written relative to each executor's own folder.
+
+    Examples:
+        >>> absolute_location("s3a://bucket/wh")
+        's3a://bucket/wh'
+        >>> absolute_location("/tmp/x/../wh")
+        '/tmp/wh'
+    """
+    if "://" in location or location.startswith("file:"):
+        return location
+    return os.path.abspath(location)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -1,18 +1,20 @@
-"""The Delta seam: round trips, versions, merges, isolation, killed writes, other readers."""
+"""The Delta seam: round trips, versions, merges, time travel, upkeep, kills, concurrent
+writers, and the readers outside Spark (delta-rs, DuckDB)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 from deltalake import DeltaTable
-from pyspark.sql import functions as F
 
-from semfin_spark.delta import DeltaError, DeltaStore, delta_jars_available
+from semfin_spark.delta import DeltaError, DeltaStore
 from semfin_spark.schemas import MODEL_TAGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,26 +31,41 @@ def rows_of(store, version=None):
 
 @pytest.fixture
 def store(spark, tmp_path):
-    return DeltaStore(spark, str(tmp_path / "wh"), backend="delta-rs")
+    return DeltaStore(spark, str(tmp_path / "wh"))
 
 
-def test_round_trip_versions_and_history(spark, store):
+def test_round_trip_versions_history_and_commit_metadata(spark, store):
     first = tags_df(spark, [("a/x", "mit", "license", "mit"), ("a/y", "en", "language", "en")])
     assert store.read(MODEL_TAGS).count() == 0  # a missing table reads empty, with its schema
-    assert store.overwrite(MODEL_TAGS, first).version == 0
+    assert store.version(MODEL_TAGS) is None
+    assert store.overwrite(MODEL_TAGS, first, operation="FLATTEN").version == 0
     assert store.append(MODEL_TAGS, tags_df(spark, [("b/z", "gguf", "format", "gguf")])).version == 1
+    assert store.upsert(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "MIT")]),
+                        operation="INGEST", metadata={"source": "snapshot:x"}).version == 2
     assert len(rows_of(store)) == 3
     assert rows_of(store, version=0) == sorted(tuple(r) for r in first.collect())
     history = store.history(MODEL_TAGS)
-    assert [h["version"] for h in history] == [1, 0]
-    assert history[0]["semfin_operation"] == "APPEND"
-    # The table is a plain Delta table for delta-rs, with per-file statistics.
+    assert [h["version"] for h in history] == [2, 1, 0]
+    assert [h["operation"] for h in history] == ["MERGE", "WRITE", "WRITE"]
+    # SemFin's operation and metadata ride in every commit, MERGE included.
+    assert [h["semfin_operation"] for h in history] == ["INGEST", "APPEND", "FLATTEN"]
+    assert history[0]["source"] == "snapshot:x"
+    # A plain Delta table: delta-rs reads every version.
     dt = DeltaTable(store.path(MODEL_TAGS))
-    assert dt.version() == 1
+    assert dt.version() == 2
     assert dt.to_pyarrow_table().num_rows == 3
-    actions = dt.get_add_actions(flatten=True)
-    assert sum(actions.column("num_records").to_pylist()) == 3
-    assert "min.model_id" in actions.schema.names
+    assert DeltaTable(store.path(MODEL_TAGS), version=0).to_pyarrow_table().num_rows == 2
+
+
+def test_time_travel_by_timestamp(spark, store):
+    store.overwrite(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]))
+    first_commit = store.history(MODEL_TAGS)[0]["timestamp"]
+    time.sleep(1.1)  # Delta's commit timestamps have millisecond resolution; one clear second
+    store.upsert(MODEL_TAGS, tags_df(spark, [("b/y", "de", "language", "de")]))
+    then = store.read(MODEL_TAGS, timestamp=first_commit.strftime("%Y-%m-%d %H:%M:%S.%f"))
+    assert [r.model_id for r in then.collect()] == ["a/x"]
+    with pytest.raises(DeltaError, match="has no version"):
+        store.read(MODEL_TAGS, version=99).collect()
 
 
 def test_upsert_replaces_matches_keeps_the_rest_and_is_idempotent(spark, store):
@@ -74,14 +91,11 @@ def test_replace_keys_swaps_all_rows_of_a_model_in_one_commit(spark, store):
     assert rows_of(store) == [("a/x", "fr", "language", "fr", None), ("b/y", "de", "language", "de", None)]
 
 
-def test_untouched_files_are_not_rewritten(spark, store):
-    store.overwrite(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]).coalesce(1))
-    store.append(MODEL_TAGS, tags_df(spark, [("b/y", "de", "language", "de")]).coalesce(1))
-    files_before = set(DeltaTable(store.path(MODEL_TAGS)).file_uris())
-    result = store.upsert(MODEL_TAGS, tags_df(spark, [("b/y", "de", "language", "DE")]).coalesce(1))
-    files_after = set(DeltaTable(store.path(MODEL_TAGS)).file_uris())
-    assert result.files_removed == 1
-    assert len(files_before & files_after) == 1  # a/x's file survives untouched
+def test_first_keyed_write_creates_the_table(spark, store):
+    result = store.upsert(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]))
+    assert result.version == 1  # version 0 is the empty table, created before the MERGE
+    assert [h["operation"] for h in store.history(MODEL_TAGS)] == ["MERGE", "CREATE TABLE"]
+    assert rows_of(store) == [("a/x", "mit", "license", "mit", None)]
 
 
 def test_empty_merge_commits_nothing(spark, store):
@@ -94,6 +108,36 @@ def test_empty_merge_commits_nothing(spark, store):
 def test_missing_column_is_a_clear_error(spark, store):
     with pytest.raises(DeltaError, match="missing column"):
         store.overwrite(MODEL_TAGS, spark.createDataFrame([("a/x",)], ["model_id"]))
+
+
+def test_writes_make_few_files_and_optimize_compacts_them(spark, store):
+    many = tags_df(spark, [(f"m/{i}", "t", "other", "t") for i in range(2000)]).repartition(16)
+    store.overwrite(MODEL_TAGS, many)
+    # Optimized writes bin the 16 input partitions' rows into files of a useful size.
+    assert len(DeltaTable(store.path(MODEL_TAGS)).file_uris()) <= 2
+    for i in range(3):
+        store.upsert(MODEL_TAGS, tags_df(spark, [(f"new/{i}", "t", "other", "t")]))
+    assert len(DeltaTable(store.path(MODEL_TAGS)).file_uris()) >= 3
+    metrics = store.optimize(MODEL_TAGS)
+    assert metrics["numFilesAdded"] == 1
+    assert len(DeltaTable(store.path(MODEL_TAGS)).file_uris()) == 1
+    assert store.read(MODEL_TAGS).count() == 2003
+    assert store.history(MODEL_TAGS)[0]["operation"] == "OPTIMIZE"
+
+
+def test_vacuum_removes_files_no_version_needs(spark, store):
+    store.overwrite(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]))
+    store.overwrite(MODEL_TAGS, tags_df(spark, [("b/y", "de", "language", "de")]))
+    folder = store.path(MODEL_TAGS)
+    orphan = os.path.join(folder, "part-00000-killed-write.snappy.parquet")
+    with open(orphan, "wb") as fh:
+        fh.write(b"PAR1 left by a killed job")
+    os.utime(orphan, (time.time() - 3600, time.time() - 3600))
+    parquet = lambda: sorted(f for f in os.listdir(folder) if f.endswith(".parquet"))  # noqa: E731
+    assert len(parquet()) == 3
+    store.vacuum(MODEL_TAGS, retention_hours=0)
+    assert parquet() == sorted(os.path.basename(p) for p in DeltaTable(folder).file_uris())
+    assert rows_of(store) == [("b/y", "de", "language", "de", None)]
 
 
 def test_reader_during_writes_sees_whole_versions_only(spark, store):
@@ -110,7 +154,7 @@ def test_reader_during_writes_sees_whole_versions_only(spark, store):
     reader = threading.Thread(target=read_loop)
     reader.start()
     try:
-        for _ in range(3):
+        for _ in range(2):
             store.overwrite(MODEL_TAGS, large)
             store.overwrite(MODEL_TAGS, small)
     finally:
@@ -119,52 +163,82 @@ def test_reader_during_writes_sees_whole_versions_only(spark, store):
     assert seen and set(seen) <= {10, 500}
 
 
-def test_write_that_fails_before_commit_leaves_no_trace(spark, store, monkeypatch):
-    store.overwrite(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]))
+_CHILD = textwrap.dedent("""
+    import os, signal, sys, time
+    sys.path.insert(0, {repo!r})
+    from semfin_spark.settings import load_settings
+    from semfin_spark.session import build_session
+    from semfin_spark.delta import ConcurrentWriteError, DeltaStore
+    from semfin_spark.schemas import MODEL_TAGS
+    s = load_settings(environ={{}}, overrides={{"warehouse": {wh!r}, "spark.master": "local[1]"}})
+    spark = build_session(s, extra_conf={{"spark.ui.enabled": "false",
+                                          "spark.sql.shuffle.partitions": "1"}})
+    store = DeltaStore.from_settings(spark, s)
+    rows = lambda ids, v: spark.createDataFrame([(m, "t", "other", v, None) for m in ids],
+                                                MODEL_TAGS.schema)
+""")
 
-    def crash(*args, **kwargs):
-        raise KeyboardInterrupt("killed between staging and commit")
 
-    monkeypatch.setattr(DeltaStore, "_commit", crash)
-    with pytest.raises(KeyboardInterrupt):
-        store.overwrite(MODEL_TAGS, tags_df(spark, [("z/z", "x", "other", "x")]))
-    monkeypatch.undo()
-    assert store.version(MODEL_TAGS) == 0
-    assert rows_of(store) == [("a/x", "mit", "license", "mit", None)]
-    store.append(MODEL_TAGS, tags_df(spark, [("b/y", "de", "language", "de")]))
-    assert len(rows_of(store)) == 2
+def _child(repo, wh, body):
+    return _CHILD.format(repo=repo, wh=wh) + textwrap.dedent(body)
 
 
-def test_process_killed_mid_commit_leaves_previous_version(tmp_path):
-    """A real SIGKILL after the files are in the table folder, before the log entry."""
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path.insert(0, {REPO!r})
-        from semfin_spark.settings import load_settings
-        from semfin_spark.session import build_session
-        from semfin_spark.delta import DeltaStore
-        from semfin_spark.schemas import MODEL_TAGS
-        s = load_settings(environ={{}}, overrides={{"warehouse": {str(tmp_path / 'wh')!r},
-                                                    "spark.master": "local[1]"}})
-        spark = build_session(s, extra_conf={{"spark.ui.enabled": "false"}})
-        store = DeltaStore.from_settings(spark, s)
-        row = lambda m: spark.createDataFrame([(m, "t", "other", "t", None)], MODEL_TAGS.schema)
-        store.overwrite(MODEL_TAGS, row("keep/me"))
-        real_move = DeltaStore._move_into_table
-        def move_then_die(self, staged):
-            out = real_move(self, staged)
-            os.kill(os.getpid(), signal.SIGKILL)
-        DeltaStore._move_into_table = move_then_die
-        store.overwrite(MODEL_TAGS, row("lost/write"))
+def test_process_killed_mid_write_leaves_previous_version(tmp_path):
+    """A real SIGKILL of the driver while executors write the data files of a MERGE."""
+    script = _child(REPO, str(tmp_path / "wh"), """
+        store.overwrite(MODEL_TAGS, rows(["keep/me"], "t"))
+        from pyspark.sql import functions as F
+        driver = os.getpid()
+        def kill_on_last(m):
+            if m == "z/999":
+                time.sleep(1)  # let other rows' files be written first
+                os.kill(driver, signal.SIGKILL)
+            return m
+        doomed = rows([f"z/{i:03d}" for i in range(1000)], "t").withColumn(
+            "model_id", F.udf(kill_on_last)("model_id"))
+        store.upsert(MODEL_TAGS, doomed.repartition(4))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     table = DeltaTable(str(tmp_path / "wh" / "model_tags"))
     assert table.version() == 0
     assert table.to_pyarrow_table().column("model_id").to_pylist() == ["keep/me"]
-    # The orphaned Parquet file is on disk but in no version; a vacuum removes it.
-    orphans = [f for f in os.listdir(tmp_path / "wh" / "model_tags") if f.endswith(".parquet")]
-    assert len(orphans) == 2
+
+
+def test_two_writers_at_once_lose_nothing_and_duplicate_nothing(tmp_path):
+    """Two processes merge overlapping keys into one table at the same moment: each
+    lands or fails with ConcurrentWriteError; the key is never broken."""
+    wh = str(tmp_path / "wh")
+    go = tmp_path / "go"
+    procs = []
+    for writer in ("a", "b"):
+        script = _child(REPO, wh, f"""
+            ids = [f"m/{{i:04d}}" for i in range(0, 3000)]
+            frame = rows(ids, {writer!r}).repartition(2).cache()
+            frame.count()
+            while not os.path.exists({str(go)!r}):
+                time.sleep(0.05)
+            try:
+                store.upsert(MODEL_TAGS, frame)
+                print("RESULT landed")
+            except ConcurrentWriteError as exc:
+                print("RESULT conflict", str(exc)[:80])
+        """)
+        procs.append(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    time.sleep(20)  # both sessions up and waiting
+    go.write_text("go")
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        outcomes.append([l for l in out.splitlines() if l.startswith("RESULT")][-1])
+    assert any(o == "RESULT landed" for o in outcomes), outcomes
+    table = DeltaTable(os.path.join(wh, "model_tags")).to_pyarrow_table()
+    ids = table.column("model_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 3000
+    assert set(table.column("value").to_pylist()) <= {"a", "b"}
+    assert all(o in ("RESULT landed",) or o.startswith("RESULT conflict") for o in outcomes)
 
 
 def test_duckdb_reads_the_table_with_its_delta_extension(spark, store):
@@ -179,26 +253,9 @@ def test_duckdb_reads_the_table_with_its_delta_extension(spark, store):
     assert got == [("a/x", "MIT"), ("a/y", "en")]
 
 
-def test_native_delta_backend(spark, tmp_path):
-    if not delta_jars_available(spark):
-        pytest.skip("Delta Lake jars not in the JVM (Maven is unreachable here; on a cluster start "
-                    "Spark with --packages io.delta:delta-spark_2.13:<version>)")
-    store = DeltaStore(spark, str(tmp_path / "wh"), backend="native")
-    store.overwrite(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]))
-    store.upsert(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "MIT"), ("b/y", "de", "language", "de")]))
-    assert rows_of(store) == [("a/x", "mit", "license", "MIT", None), ("b/y", "de", "language", "de", None)]
-    assert DeltaTable(store.path(MODEL_TAGS)).to_pyarrow_table().num_rows == 2
+def test_a_session_without_the_jars_is_refused_with_the_fix():
+    class NoJvm:
+        sparkContext = None
 
-
-def test_native_backend_refused_without_jars(spark, tmp_path):
-    if delta_jars_available(spark):
-        pytest.skip("Delta Lake jars are present: the refusal cannot be observed")
-    with pytest.raises(DeltaError, match="--packages io.delta"):
-        DeltaStore(spark, str(tmp_path / "wh"), backend="native")
-
-
-def test_delta_spark_reads_what_delta_rs_committed(spark, store):
-    store.overwrite(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]))
-    if not delta_jars_available(spark):
-        pytest.skip("Delta Lake jars not in the JVM: delta-spark cannot read here (Maven unreachable)")
-    assert spark.read.format("delta").load(store.path(MODEL_TAGS)).where(F.col("model_id") == "a/x").count() == 1
+    with pytest.raises(DeltaError, match="setup_env.sh"):
+        DeltaStore(NoJvm(), "/tmp/never")  # type: ignore[arg-type]
