@@ -12,9 +12,9 @@ its previous version, and readers see whole versions only.
 
 Concurrent writers: Delta's optimistic concurrency. Keyed writes are ``MERGE``\\ s that read
 the whole table, so two writers of the same table conflict and the later one fails with
-:class:`ConcurrentWriteError` (nothing of it committed; run it again). A table is created
-empty first (``CREATE TABLE IF NOT EXISTS``), so even the first write of a table is a
-``MERGE`` that cannot blindly duplicate another writer's rows. On object stores, Delta's
+:class:`ConcurrentWriteError` (nothing of it committed; run it again). Two first writes of
+a missing table both try to commit version 0, and Delta fails the later one the same way.
+On object stores, Delta's
 rule applies: S3 needs a LogStore with put-if-absent (``S3DynamoDBLogStore``) before
 writers on more than one driver may write one table; see the README.
 
@@ -64,7 +64,6 @@ class WriteResult:
 
     table: str
     version: int | None
-    metrics: dict[str, str] | None = None
 
 
 def delta_jars_available(spark: SparkSession) -> bool:
@@ -120,15 +119,25 @@ class DeltaStore:
         return f"{self.warehouse}/{_name(table)}"
 
     def exists(self, table: str | Table) -> bool:
-        """True when the table has a Delta log."""
-        from delta.tables import DeltaTable
-
-        return bool(DeltaTable.isDeltaTable(self.spark, self.path(table)))
+        """True when the table has a Delta log with at least one commit."""
+        return self.version(table) is not None
 
     def version(self, table: str | Table) -> int | None:
-        """Current version of the table, or None when it does not exist."""
-        history = self.history(table, limit=1)
-        return history[0]["version"] if history else None
+        """Current version of the table, or None when it does not exist.
+
+        Implementation details:
+            Read from the names of the commit files in ``_delta_log`` (the Delta protocol
+            names commit ``n`` ``<n, 20 digits>.json``), listed through Hadoop's file
+            system on the driver: one listing, no Spark job, no log replay.
+        """
+        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
+        log_dir = jvm.org.apache.hadoop.fs.Path(f"{self.path(table)}/_delta_log")
+        fs = log_dir.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+        if not fs.exists(log_dir):
+            return None
+        versions = [int(name[:-5]) for name in (s.getPath().getName() for s in fs.listStatus(log_dir))
+                    if len(name) == 25 and name.endswith(".json") and name[:20].isdigit()]
+        return max(versions) if versions else None
 
     def history(self, table: str | Table, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits of the table, newest first, from the Delta log.
@@ -217,7 +226,7 @@ class DeltaStore:
         reprocessed (``keys`` = their ids) while leaving every other row untouched.
 
         Args:
-            table: the table; created (empty) when missing.
+            table: the table; created by this write when missing.
             df: the new rows, at most one per ``table.key``.
             keys: a DataFrame whose columns are a subset of the table's; duplicates allowed.
             operation: SemFin's name for the write, kept in the commit's metadata.
@@ -231,10 +240,14 @@ class DeltaStore:
         """
         from delta.tables import DeltaTable
 
+        if not self.exists(table):
+            # A first write. Two writers both finding no table both try to commit version
+            # 0: Delta lets one win and fails the other (ProtocolChangedException), so no
+            # row is written twice.
+            return self._write(table, df, "append", operation, metadata)
         df = conform(df, table)
         key_cols = list(keys.columns)
         keys = keys.dropDuplicates(key_cols)
-        self._create_if_missing(table)
         before = self.version(table)
         full_key = list(table.key)
         current = self.read(table)
@@ -305,27 +318,14 @@ class DeltaStore:
             writer.save(self.path(table))
         return self._result(table, before)
 
-    def _create_if_missing(self, table: Table) -> None:
-        if self.exists(table):
-            return
-        from delta.tables import DeltaTable
 
-        try:
-            with self._committing(table, "CREATE", None):
-                (DeltaTable.createIfNotExists(self.spark).location(self.path(table))
-                 .addColumns(table.schema).comment(table.doc).execute())
-        except ConcurrentWriteError:
-            if not self.exists(table):
-                raise
-            # Another writer created it first: the same empty table, so nothing is lost.
 
     def _result(self, table: Table, before: int | None) -> WriteResult:
-        history = self.history(table, limit=1)
-        if not history or history[0]["version"] == before:
+        version = self.version(table)
+        if version == before:
             return WriteResult(table.name, None)
-        entry = history[0]
-        log.info("%s: committed version %s (%s)", table.name, entry["version"], entry["operation"])
-        return WriteResult(table.name, entry["version"], entry.get("operationMetrics"))
+        log.info("%s: committed version %s", table.name, version)
+        return WriteResult(table.name, version)
 
     @contextmanager
     def _committing(self, table: str | Table, operation: str, metadata: dict[str, str] | None,

@@ -923,8 +923,13 @@ def _replace(store: DeltaStore, table: Table, rows: DataFrame, keys: DataFrame,
     """Replace the rows of ``keys``' models in ``table`` by ``rows`` (one commit); returns
     how many rows were written, counted while writing."""
     written = Observation()
-    result = store.replace_keys(table, rows.observe(written, F.count(F.lit(1)).alias("rows")),
-                                keys, operation="FLATTEN")
+    rows = rows.observe(written, F.count(F.lit(1)).alias("rows"))
+    if summary.reprocessed == summary.models:
+        # Every model reprocessed (a first or --full run): the table is rewritten whole,
+        # which also drops rows of models gone from the Hub, in one cheap WRITE commit.
+        result = store.overwrite(table, rows, operation="FLATTEN")
+    else:
+        result = store.replace_keys(table, rows, keys, operation="FLATTEN")
     n_rows = int(written.get["rows"] or 0)
     version = result.version if result.version is not None else store.version(table)
     summary.versions[table.name] = version

@@ -92,9 +92,11 @@ def test_replace_keys_swaps_all_rows_of_a_model_in_one_commit(spark, store):
 
 
 def test_first_keyed_write_creates_the_table(spark, store):
-    result = store.upsert(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]))
-    assert result.version == 1  # version 0 is the empty table, created before the MERGE
-    assert [h["operation"] for h in store.history(MODEL_TAGS)] == ["MERGE", "CREATE TABLE"]
+    result = store.upsert(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]),
+                          operation="INGEST")
+    assert result.version == 0
+    assert [(h["operation"], h["semfin_operation"]) for h in store.history(MODEL_TAGS)] == \
+        [("WRITE", "INGEST")]
     assert rows_of(store) == [("a/x", "mit", "license", "mit", None)]
 
 
@@ -259,3 +261,13 @@ def test_a_session_without_the_jars_is_refused_with_the_fix():
 
     with pytest.raises(DeltaError, match="setup_env.sh"):
         DeltaStore(NoJvm(), "/tmp/never")  # type: ignore[arg-type]
+
+
+def test_a_warehouse_path_with_a_space_and_brackets(spark, tmp_path):
+    store = DeltaStore(spark, str(tmp_path / "with space [2022]"))
+    store.overwrite(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]))
+    store.upsert(MODEL_TAGS, tags_df(spark, [("b/y", "de", "language", "de")]))
+    assert store.version(MODEL_TAGS) == 1
+    assert [r.model_id for r in store.read(MODEL_TAGS).orderBy("model_id").collect()] == ["a/x", "b/y"]
+    assert store.read(MODEL_TAGS, version=0).count() == 1
+    assert DeltaTable(store.path(MODEL_TAGS)).to_pyarrow_table().num_rows == 2

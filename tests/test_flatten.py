@@ -397,8 +397,8 @@ def features_of(store, model_ids) -> set[tuple]:
 
 def test_a_run_killed_after_its_first_write_converges_on_rerun(spark, settings, tmp_path,
                                                              monkeypatch):
-    crashed = DeltaStore(spark, str(tmp_path / "crashed"), backend=settings.delta.backend)
-    clean = DeltaStore(spark, str(tmp_path / "clean"), backend=settings.delta.backend)
+    crashed = DeltaStore(spark, str(tmp_path / "crashed"))
+    clean = DeltaStore(spark, str(tmp_path / "clean"))
     v2 = write_snapshot(tmp_path / "v2.jsonl", mixed_rows("-v2"))
     ingest(spark, crashed, write_snapshot(tmp_path / "v1.jsonl", mixed_rows()), settings,
            progress=quiet)
@@ -406,16 +406,19 @@ def test_a_run_killed_after_its_first_write_converges_on_rerun(spark, settings, 
     ingest(spark, crashed, v2, settings, progress=quiet)
     ingest(spark, clean, v2, settings, progress=quiet)
 
-    real_replace = DeltaStore.replace_keys
     calls: list[str] = []
 
-    def dies_after_first_write(self, table, *args, **kwargs):
-        if calls:
-            raise KeyboardInterrupt("killed half-way")
-        calls.append(table.name)
-        return real_replace(self, table, *args, **kwargs)
+    def dies_after_first_write(real):
+        def write(self, table, *args, **kwargs):
+            if calls:
+                raise KeyboardInterrupt("killed half-way")
+            calls.append(table.name)
+            return real(self, table, *args, **kwargs)
+        return write
 
-    monkeypatch.setattr(DeltaStore, "replace_keys", dies_after_first_write)
+    # A run that reprocesses every model rewrites tables whole; one that does not merges.
+    for method in ("replace_keys", "overwrite"):
+        monkeypatch.setattr(DeltaStore, method, dies_after_first_write(getattr(DeltaStore, method)))
     with pytest.raises(KeyboardInterrupt):
         flatten(spark, crashed, settings, progress=quiet)
     monkeypatch.undo()
