@@ -284,7 +284,12 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     for name, raw in env.items():
         if name.startswith("SEMFIN_") and "__" in name:
             section, _, key = name[len("SEMFIN_"):].partition("__")
-            _deep_update(out, {section.lower(): {key.lower(): yaml.safe_load(raw)}})
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                raise SettingsError(f"environment variable {name} is not valid YAML: "
+                                    f"{str(exc).splitlines()[0]}") from exc
+            _deep_update(out, {section.lower(): {key.lower(): value}})
     return out
 
 
@@ -320,6 +325,11 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+_MAY_BE_ZERO = frozenset({"evaluate.seed", "delta.vacuum_retention_hours"})
+"""Numeric settings for which 0 means something; every other limit must be positive."""
+_FRACTIONS = frozenset({"evaluate.test_fraction"})
+
+
 def _coerce(value: Any, default: Any, name: str) -> Any:
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)):
@@ -330,8 +340,16 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
             raise SettingsError(f"setting {name} must be true or false, got {value!r}")
         return value
     if isinstance(default, (int, float)) and not isinstance(default, bool):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             raise SettingsError(f"setting {name} must be a number, got {value!r}")
+        if isinstance(default, int) and value != int(value):
+            raise SettingsError(f"setting {name} must be a whole number, got {value!r}")
+        floor = 0 if name in _MAY_BE_ZERO else 1e-12
+        if value < floor or value == float("inf"):
+            raise SettingsError(f"setting {name} must be {'at least 0' if floor == 0 else 'positive'}"
+                                f" and finite, got {value!r}")
+        if name in _FRACTIONS and value >= 1:
+            raise SettingsError(f"setting {name} must be below 1, got {value!r}")
         return type(default)(value) if isinstance(default, float) else int(value)
     if isinstance(default, Mapping):
         if not isinstance(value, Mapping):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from semfin_spark.session import read_spark_defaults
@@ -10,7 +12,7 @@ from semfin_spark.settings import SettingsError, load_settings
 
 def test_defaults_come_from_conf(tmp_path):
     s = load_settings(environ={})
-    assert s.warehouse == "./semfin-warehouse"
+    assert s.warehouse == os.path.abspath("./semfin-warehouse")
     assert s.train.fields == ("license", "reuse_method", "pipeline_tag", "library_name", "model_type")
     assert s.tracking_uri.startswith("sqlite:///") and s.tracking_uri.endswith("semfin-warehouse/mlflow.db")
     assert s.conf_file("licenses.yaml").parent == s.conf_file("semfin.yaml").parent
@@ -85,3 +87,27 @@ def test_readme_generated_blocks_match_the_code(block):
     assert section, f"README lost its {block} section"
     assert section.group(1) == expected, \
         f"README {block} block is stale: run scripts/update_readme_tables.py"
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"SEMFIN_FLATTEN__MAX_DEPTH": "[unclosed"}, "SEMFIN_FLATTEN__MAX_DEPTH is not valid YAML"),
+    ({"SEMFIN_FLATTEN__MAX_DEPTH": "-5"}, "flatten.max_depth must be positive"),
+    ({"SEMFIN_INGEST__HUB_WORKERS": "0"}, "ingest.hub_workers must be positive"),
+    ({"SEMFIN_FLATTEN__MAX_KEYS": "2.5"}, "flatten.max_keys must be a whole number"),
+    ({"SEMFIN_EVALUATE__TEST_FRACTION": "1.5"}, "evaluate.test_fraction must be below 1"),
+    ({"SEMFIN_DELTA__VACUUM_RETENTION_HOURS": "-1"}, "must be at least 0"),
+])
+def test_bad_overrides_are_settings_errors(environ, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ=environ)
+
+
+def test_zero_where_zero_means_something():
+    s = load_settings(environ={"SEMFIN_EVALUATE__SEED": "0", "SEMFIN_DELTA__VACUUM_RETENTION_HOURS": "0"})
+    assert (s.evaluate.seed, s.delta.vacuum_retention_hours) == (0, 0.0)
+
+
+def test_relative_warehouse_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ={"SEMFIN_WAREHOUSE": "wh"}).warehouse == str(tmp_path / "wh")
+    assert load_settings(environ={"SEMFIN_WAREHOUSE": "s3a://b/wh"}).warehouse == "s3a://b/wh"
