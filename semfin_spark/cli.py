@@ -177,12 +177,14 @@ def _sql_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("query", help="Spark SQL; every table is a view named after it")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--limit", type=int, default=1000, help="rows printed at most (default 1000)")
+    p.add_argument("--as-of", help="time travel: a version or timestamp for every table, or "
+                                   "TABLE=VERSION|TIMESTAMP,... (e.g. hub_models=3)")
 
 
 def _sql(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
-    from semfin_spark.sql import run_query
+    from semfin_spark.sql import parse_as_of, run_query
 
-    result = run_query(spark, store, args.query).limit(args.limit)
+    result = run_query(spark, store, args.query, parse_as_of(args.as_of)).limit(args.limit)
     if args.format == "table":
         result.show(args.limit, truncate=False)
     elif args.format == "json":

@@ -21,3 +21,27 @@ def test_query_hub_models_and_rejects(spark, settings, tmp_path):
                                    "GROUP BY 1 ORDER BY 1").collect()
     assert [(r.pipeline_tag, r.n) for r in rows] == [("fill-mask", 5), ("text-generation", 5)]
     assert run_query(spark, store, "SELECT reason FROM ingest_rejects").collect()[0].reason == "invalid_json"
+
+
+def test_time_travel_reads_the_earlier_version(spark, settings, tmp_path):
+    from semfin_spark.delta import DeltaError
+    from semfin_spark.sql import parse_as_of
+
+    store = DeltaStore.from_settings(spark, settings)
+    for n in (3, 5):
+        path = tmp_path / f"s{n}.jsonl"
+        path.write_text("".join(json.dumps({"id": f"o/m{i}"}) + "\n" for i in range(n)))
+        ingest(spark, store, f"snapshot:{path}", settings, progress=lambda _: None)
+    first, last = sorted(h["version"] for h in store.history("hub_models"))[-2:]
+    count = "SELECT count(*) AS n FROM hub_models"
+    assert run_query(spark, store, count).collect()[0].n == 5
+    assert run_query(spark, store, count, parse_as_of(str(first))).collect()[0].n == 3
+    assert run_query(spark, store, count, parse_as_of(f"hub_models={first}")).collect()[0].n == 3
+    # Delta's own SQL time travel works on the table paths too.
+    assert spark.sql(f"SELECT count(*) AS n FROM delta.`{store.path('hub_models')}` "
+                     f"VERSION AS OF {first}").collect()[0].n == 3
+    try:
+        run_query(spark, store, count, parse_as_of("hub_models=99")).collect()
+        raise AssertionError("version 99 does not exist")
+    except DeltaError as exc:
+        assert "has no version 99" in str(exc)
