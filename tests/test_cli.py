@@ -29,25 +29,54 @@ def test_bad_settings_exit_with_usage_code(tmp_path, capsys):
     assert "unknown setting" in capsys.readouterr().err
 
 
+def test_spark_submit_settings_win_over_the_embedded_defaults(tmp_path):
+    """Under spark-submit, the master and settings of the command line are the job's."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import json\n"
+        "from semfin_spark.settings import load_settings\n"
+        "from semfin_spark.session import build_session\n"
+        f"spark = build_session(load_settings(overrides={{'warehouse': {str(tmp_path / 'wh')!r}}}))\n"
+        "c = spark.sparkContext.getConf()\n"
+        "print('PROBE ' + json.dumps({'master': spark.sparkContext.master,"
+        " 'partitions': spark.conf.get('spark.sql.shuffle.partitions'),"
+        " 'host': c.get('spark.driver.host'), 'app': c.get('spark.app.name'),"
+        " 'snapshot_partitions': spark.conf.get('spark.databricks.delta.snapshotPartitions')}))\n"
+        "spark.stop()\n")
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [str(VENV_BIN / "spark-submit"), "--master", "local[1]", "--name", "probe",
+         "--conf", "spark.sql.shuffle.partitions=7", "--conf", "spark.driver.host=localhost",
+         str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probe = json.loads([l for l in proc.stdout.splitlines() if l.startswith("PROBE ")][-1][6:])
+    assert probe["master"] == "local[1]"  # not the embedded local[*]
+    assert probe["partitions"] == "7"  # not the defaults file's 64
+    assert probe["host"] == "localhost"  # not the embedded 127.0.0.1
+    assert probe["app"] == "probe"
+    # Keys nobody set are filled from conf/spark-defaults.conf.
+    assert probe["snapshot_partitions"] == "8"
+
+
 def test_spark_submit_job_equals_semfin_command(tmp_path, shared_data):
-    """`spark-submit jobs/ingest.py` and `semfin ingest` give the same table and the same output."""
-    spark_submit = VENV_BIN / "spark-submit"
-    if not spark_submit.exists():
-        pytest.skip("spark-submit not installed beside the interpreter")
+    """`scripts/submit.sh local[1] ingest` (spark-submit jobs/ingest.py) and `semfin ingest`
+    give the same table and the same output, and the job runs on the master it was given."""
     snapshot = tmp_path / "small.jsonl"
     import gzip
     with gzip.open(shared_data / "hub2025_trees.jsonl.gz", "rt") as fh:
         snapshot.write_text("".join(next(fh) for _ in range(50)) + "not json\n")
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "PYTHONPATH": str(REPO)}
     outputs = []
-    for name, cmd in (("submit", [str(spark_submit), "--master", "local[1]", str(REPO / "jobs" / "ingest.py")]),
+    for name, cmd in (("submit", ["bash", str(REPO / "scripts" / "submit.sh"), "local[1]", "ingest"]),
                       ("cli", [str(VENV_BIN / "semfin"), "ingest", "--master", "local[1]"])):
         wh = tmp_path / name
         proc = subprocess.run(cmd + ["--source", f"snapshot:{snapshot}", "--warehouse", str(wh)],
-                              capture_output=True, text=True, env=env, timeout=300)
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYSPARK_PYTHON": sys.executable})
         assert proc.returncode == 0, proc.stderr[-3000:]
         # spark-submit merges the driver's stderr (progress lines) into stdout.
+        text = proc.stdout + proc.stderr
+        assert "on local[1] (Spark 4.2.0" in text
         result_line = [l for l in proc.stdout.splitlines() if l.startswith("{")][-1]
         outputs.append(json.loads(result_line))
     assert outputs[0] == outputs[1]
