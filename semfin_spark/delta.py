@@ -47,6 +47,10 @@ _CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException",
               "DELTA_PROTOCOL_CHANGED")
 
 
+_NO_DATA_CHANGE = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
+"""Delta operations that commit a version without changing any row."""
+
+
 class DeltaError(RuntimeError):
     """A Delta table cannot be read or written as asked (missing table, missing jars, ...)."""
 
@@ -138,6 +142,18 @@ class DeltaStore:
         versions = [int(name[:-5]) for name in (s.getPath().getName() for s in fs.listStatus(log_dir))
                     if len(name) == 25 and name.endswith(".json") and name[:20].isdigit()]
         return max(versions) if versions else None
+
+    def data_version(self, table: str | Table) -> int | None:
+        """The newest version whose commit changed the table's rows, or None (no table).
+
+        ``OPTIMIZE`` and ``VACUUM`` commit versions too, but rewrite or delete files without
+        changing a row: a stage that reuses work while its inputs are unchanged (train)
+        compares these, not :meth:`version`.
+        """
+        for entry in self.history(table):
+            if entry["operation"] not in _NO_DATA_CHANGE:
+                return entry["version"]
+        return None
 
     def history(self, table: str | Table, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits of the table, newest first, from the Delta log.

@@ -646,8 +646,9 @@ def train(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     """
     started = time.time()
     versions = table_versions(store, INPUT_TABLES)
+    # Data versions, not versions: the nightly's OPTIMIZE commits change no row.
     fingerprint = training_fingerprint(settings, seed, {
-        **{k: v for k, v in versions.items() if k != MODEL_FIELDS.name},
+        **{t.name: store.data_version(t) for t in INPUT_TABLES if t.name != MODEL_FIELDS.name},
         "labels": label_checksum(store)})
     if not force:
         earlier = _earlier_training(settings, fingerprint)

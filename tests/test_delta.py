@@ -120,8 +120,12 @@ def test_writes_make_few_files_and_optimize_compacts_them(spark, store):
     for i in range(3):
         store.upsert(MODEL_TAGS, tags_df(spark, [(f"new/{i}", "t", "other", "t")]))
     assert len(DeltaTable(store.path(MODEL_TAGS)).file_uris()) >= 3
+    before = store.version(MODEL_TAGS)
     metrics = store.optimize(MODEL_TAGS)
     assert metrics["numFilesAdded"] == 1
+    # OPTIMIZE commits a version that changes no row: the data version stays.
+    assert store.version(MODEL_TAGS) == before + 1
+    assert store.data_version(MODEL_TAGS) == before
     assert len(DeltaTable(store.path(MODEL_TAGS)).file_uris()) == 1
     assert store.read(MODEL_TAGS).count() == 2003
     assert store.history(MODEL_TAGS)[0]["operation"] == "OPTIMIZE"
