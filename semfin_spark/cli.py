@@ -267,8 +267,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from semfin_spark.delta import DeltaError, DeltaStore
     from semfin_spark.session import build_session
 
+    from semfin_spark.jars import JarsError
+
     data_errors = _data_errors()
-    spark = build_session(settings, app_name=f"semfin {args.stage}")
+    try:
+        spark = build_session(settings, app_name=f"semfin {args.stage}")
+    except JarsError as exc:
+        print(f"semfin {args.stage}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     started = time.time()
     try:
         store = DeltaStore.from_settings(spark, settings)

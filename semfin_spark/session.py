@@ -125,13 +125,13 @@ def _submitted_conf(defaults: dict[str, str]) -> SparkConf:
     for key, value in defaults.items():
         if key not in EMBEDDED_ONLY and not conf.contains(key):
             conf.set(key, value)
-    if not conf.contains("spark.sql.extensions") and _jvm_has(conf, "org.apache.spark.sql.delta.DeltaLog"):
+    if not conf.contains("spark.sql.extensions") and _jvm_has("org.apache.spark.sql.delta.DeltaLog"):
         for key, value in DELTA_SQL_CONF.items():
             conf.set(key, value)
     return conf
 
 
-def _jvm_has(conf: SparkConf, class_name: str) -> bool:
+def _jvm_has(class_name: str) -> bool:
     jvm = SparkContext._jvm  # noqa: SLF001
     try:
         loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()

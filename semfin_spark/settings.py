@@ -325,7 +325,7 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-_MAY_BE_ZERO = frozenset({"evaluate.seed", "delta.vacuum_retention_hours"})
+_MAY_BE_ZERO = frozenset({"evaluate.seed", "delta.vacuum_retention_hours", "ingest.hub_max_retries"})
 """Numeric settings for which 0 means something; every other limit must be positive."""
 _FRACTIONS = frozenset({"evaluate.test_fraction"})
 

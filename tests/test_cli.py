@@ -90,3 +90,11 @@ def test_missing_snapshot_exits_with_data_code(tmp_path):
                           env={**os.environ, "PYSPARK_PYTHON": sys.executable})
     assert proc.returncode == EXIT_DATA
     assert "does not exist" in proc.stderr
+
+
+def test_missing_delta_jars_say_how_to_fetch_them(tmp_path):
+    proc = subprocess.run([str(VENV_BIN / "semfin"), "tables", "--warehouse", str(tmp_path / "w")],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SEMFIN_JARS_DIR": str(tmp_path / "no-jars")})
+    assert proc.returncode == EXIT_USAGE
+    assert "python -m semfin_spark.jars" in proc.stderr
