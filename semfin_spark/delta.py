@@ -256,7 +256,8 @@ class DeltaStore:
         """
         from delta.tables import DeltaTable
 
-        if not self.exists(table):
+        before = self.version(table)
+        if before is None:
             # A first write. Two writers both finding no table both try to commit version
             # 0: Delta lets one win and fails the other (ProtocolChangedException), so no
             # row is written twice.
@@ -264,7 +265,6 @@ class DeltaStore:
         df = conform(df, table)
         key_cols = list(keys.columns)
         keys = keys.dropDuplicates(key_cols)
-        before = self.version(table)
         full_key = list(table.key)
         current = self.read(table)
         # Rows of the replaced keys that df does not bring back are deleted by the MERGE:
@@ -333,7 +333,6 @@ class DeltaStore:
         with self._committing(table, operation, None, set_metadata=False):
             writer.save(self.path(table))
         return self._result(table, before)
-
 
 
     def _result(self, table: Table, before: int | None) -> WriteResult:
