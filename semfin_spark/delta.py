@@ -44,7 +44,7 @@ _CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException",
               "ConcurrentDeleteDeleteException", "ConcurrentTransactionException",
               "MetadataChangedException", "ProtocolChangedException",
               "ConcurrentWriteException", "DELTA_CONCURRENT", "DELTA_METADATA_CHANGED",
-              "DELTA_PROTOCOL_CHANGED")
+              "DELTA_PROTOCOL_CHANGED", "DELTA_PATH_EXISTS")
 
 
 _NO_DATA_CHANGE = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
@@ -235,7 +235,7 @@ class DeltaStore:
 
     def replace_keys(self, table: Table, df: DataFrame, keys: DataFrame, *,
                      operation: str = "MERGE", metadata: dict[str, str] | None = None,
-                     ) -> WriteResult:
+                     read_version: int | None = None) -> WriteResult:
         """Delete every row whose ``keys.columns`` values match a row of ``keys``, add ``df``.
 
         One ``MERGE`` commit. This is how a stage replaces all rows of the models it
@@ -247,6 +247,9 @@ class DeltaStore:
             keys: a DataFrame whose columns are a subset of the table's; duplicates allowed.
             operation: SemFin's name for the write, kept in the commit's metadata.
             metadata: extra commit info (e.g. the run id), kept in the history.
+            read_version: the version ``df`` was computed from, if it was computed from
+                the table itself (``-1``: the table did not exist); a table that has
+                moved on since is a conflict.
 
         Returns:
             The :class:`WriteResult`; ``version`` is None when there was nothing to do.
@@ -257,11 +260,15 @@ class DeltaStore:
         from delta.tables import DeltaTable
 
         before = self.version(table)
+        if read_version is not None and (-1 if before is None else before) != read_version:
+            raise ConcurrentWriteError(
+                f"{self.path(table)} moved from version {read_version} to {before} while this "
+                f"{operation} prepared its rows; nothing was committed. Run it again: it will "
+                "read the other writer's version.")
         if before is None:
-            # A first write. Two writers both finding no table both try to commit version
-            # 0: Delta lets one win and fails the other (ProtocolChangedException), so no
-            # row is written twice.
-            return self._write(table, df, "append", operation, metadata)
+            # A first write creates the table: if another writer created it meanwhile,
+            # Delta refuses ("errorifexists"), so no row is written twice.
+            return self._write(table, df, "errorifexists", operation, metadata)
         df = conform(df, table)
         key_cols = list(keys.columns)
         keys = keys.dropDuplicates(key_cols)
