@@ -9,7 +9,7 @@ For every model to (re)process, ``hub_models`` becomes:
   (model, source, reason);
 * ``model_tags``, ``model_files``, ``model_fields``, ``model_parents``: the declared
   metadata, built by :mod:`semfin_spark.declared`;
-* ``flatten_state``: the ``change_key`` (sha, else record_hash) each model was flattened at.
+* ``flatten_state``: the ``change_key`` (sha and a hash of the inputs) each model was flattened at.
 
 How a config is flattened (:func:`flatten_config`):
     * Nested objects become dotted paths: ``key`` has no list positions
@@ -791,9 +791,22 @@ OUTPUT_TABLES: tuple[Table, ...] = (CONFIG_FEATURES, FLATTEN_REJECTS, MODEL_TAGS
 """The tables flatten writes, in commit order: ``flatten_state`` last."""
 
 
+FLATTEN_INPUTS: tuple[str, ...] = ("sha", "config_json", "config", "tags", "siblings",
+                                   "card_data", "pipeline_tag", "library_name", "gguf",
+                                   "safetensors", "transformers_info")
+"""The ``hub_models`` columns flatten's tables are built from (downloads and likes are not)."""
+
+
 def change_key() -> Any:
-    """The column that says a model changed: its ``sha``, else its ``record_hash``."""
-    return F.coalesce(F.col("sha"), F.col("record_hash"))
+    """The column that says a model changed: ``<sha>:<hash of every flatten input>``.
+
+    Keyed on what flatten reads, not on the sha alone: a config.json fetched on a later
+    crawl for the same commit, or a Hub-side field change without a commit (a new
+    ``pipeline_tag``), must reach the tables too. Downloads and likes, which change every
+    day, are not inputs and reprocess nothing.
+    """
+    digest = F.lpad(F.hex(F.xxhash64(*[F.col(c) for c in FLATTEN_INPUTS])), 16, "0")
+    return F.concat_ws(":", F.coalesce(F.col("sha"), F.lit("")), digest)
 
 
 def flatten(spark: SparkSession, store: DeltaStore, settings: Settings, *,

@@ -303,7 +303,7 @@ def test_stage_keeps_good_configs_around_bad_ones(spark, store, settings, tmp_pa
     # Every model, flattened or not, has its declared rows and its state.
     assert store.read(MODEL_FIELDS).select("model_id").distinct().count() == len(MIXED)
     assert store.read(MODEL_FILES).count() == 2 * len(MIXED) == summary.files
-    state = {r["model_id"]: r["change_key"] for r in store.read(FLATTEN_STATE).collect()}
+    state = {r["model_id"]: r["change_key"].split(":")[0] for r in store.read(FLATTEN_STATE).collect()}
     assert state == {mid: f"sha-{mid}" for mid, *_ in MIXED}
 
     # full=True reprocesses every model and writes the same rows.
@@ -379,7 +379,7 @@ def test_stage_end_to_end_on_a_real_snapshot_and_incremental_runs(spark, store, 
     rows = features_of(store, changed)
     assert rows == {(m, "model_type", "changed", "new-sha") for m in changed}
     state = store.read(FLATTEN_STATE).where(F.col("model_id").isin(*changed)).collect()
-    assert {r["change_key"] for r in state} == {"new-sha"}
+    assert {r["change_key"].split(":")[0] for r in state} == {"new-sha"}
     after = {t.name: table_rows(store, t) for t in OUTPUT_TABLES}
     for name in after:  # one commit where the changed models had or have rows, else none
         touched = any(r[0] in changed for r in before[name] + after[name])
@@ -429,7 +429,7 @@ def test_a_run_killed_after_its_first_write_converges_on_rerun(spark, settings, 
                                     "bad/longlist")}
     assert {r[-1] for r in table_rows(crashed, MODEL_FIELDS)} == {f"sha-{mid}" for mid, *_ in MIXED}
     # The state was not written: the re-run reprocesses every changed model again.
-    assert {r["change_key"] for r in crashed.read(FLATTEN_STATE).collect()} == \
+    assert {r["change_key"].split(":")[0] for r in crashed.read(FLATTEN_STATE).collect()} == \
         {f"sha-{mid}" for mid, *_ in MIXED}
     rerun = flatten(spark, crashed, settings, progress=quiet)
     reference = flatten(spark, clean, settings, progress=quiet)
@@ -439,3 +439,24 @@ def test_a_run_killed_after_its_first_write_converges_on_rerun(spark, settings, 
     with_features = {"good/full", "good/summary", "bad/nan", "bad/dup", "bad/fffd", "bad/longlist"}
     assert {(r[0], r[1]) for r in table_rows(crashed, CONFIG_FEATURES)} == \
         {(mid, f"sha-{mid}-v2") for mid in with_features}
+
+
+def test_changes_without_a_new_sha_reach_the_tables(spark, store, settings, tmp_path):
+    """A config fetched on a later crawl for the same sha, or a Hub-side pipeline_tag
+    change without a commit, is flattened; a new download count reprocesses nothing."""
+    base = {"id": "o/m", "sha": "s" * 40, "lastModified": "2024-01-01T00:00:00Z",
+            "tags": ["pytorch"], "downloads": 1}
+    ingest(spark, store, write_snapshot(tmp_path / "a.jsonl", [base]), settings, progress=quiet)
+    flatten(spark, store, settings, progress=quiet)
+    assert store.read(CONFIG_FEATURES).count() == 0
+
+    later = {**base, "config_json": json.dumps({"model_type": "bert"}), "pipeline_tag": "fill-mask"}
+    ingest(spark, store, write_snapshot(tmp_path / "b.jsonl", [later]), settings, progress=quiet)
+    assert flatten(spark, store, settings, progress=quiet).reprocessed == 1
+    assert features_of(store, ["o/m"]) == {("o/m", "model_type", "bert", "s" * 40)}
+    fields = {r["field"]: r["declared_value"] for r in store.read(MODEL_FIELDS).collect()}
+    assert fields["pipeline_tag"] == "fill-mask"
+
+    busier = {**later, "downloads": 500, "likes": 9}
+    ingest(spark, store, write_snapshot(tmp_path / "c.jsonl", [busier]), settings, progress=quiet)
+    assert flatten(spark, store, settings, progress=quiet).reprocessed == 0
