@@ -45,3 +45,55 @@ def test_time_travel_reads_the_earlier_version(spark, settings, tmp_path):
         raise AssertionError("version 99 does not exist")
     except DeltaError as exc:
         assert "has no version 99" in str(exc)
+
+
+def test_statements_that_write_run_code_or_read_files_are_refused(spark, settings, tmp_path):
+    """Issue 16 §7: each of these once destroyed a table or escaped the warehouse."""
+    import pytest
+
+    from semfin_spark.schemas import HUB_MODELS
+    from semfin_spark.sql import ReadOnlyError
+
+    store = DeltaStore.from_settings(spark, settings)
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps({"id": f"o/m{i}"}) + "\n" for i in range(4)))
+    ingest(spark, store, f"snapshot:{path}", settings, progress=lambda _: None)
+    table = store.path("hub_models")
+    refused = [
+        f"INSERT OVERWRITE DIRECTORY '{table}' USING parquet SELECT * FROM hub_models",
+        "CREATE TABLE stolen AS SELECT * FROM hub_models",
+        "DROP VIEW hub_models",
+        "SET spark.sql.ansi.enabled=false",
+        "ADD JAR /tmp/evil.jar",
+        "CACHE TABLE hub_models",
+        "SELECT reflect('java.lang.System', 'exit', 0)",
+        "SELECT id FROM hub_models WHERE id = java_method('java.lang.String', 'valueOf', 1)",
+        "WITH x AS (SELECT reflect('java.lang.Thread', 'sleep', 1000L) AS r) SELECT * FROM x",
+        "SELECT * FROM hub_models WHERE id IN (SELECT java_method('a', 'b'))",
+        "SELECT * FROM parquet.`/etc`",
+        "SELECT * FROM text.`/etc/passwd`",
+        f"SELECT * FROM delta.`{tmp_path}/elsewhere`",
+        "SELECT * FROM read_files('/etc/passwd')",
+    ]
+    for statement in refused:
+        with pytest.raises(ReadOnlyError):
+            run_query(spark, store, statement)
+    assert store.read(HUB_MODELS).count() == 4
+    assert not (tmp_path / "spark-warehouse").exists()
+    # What analysts write still runs: CTEs, subqueries, windows, time travel on a path.
+    allowed = run_query(spark, store, f"""
+        WITH ranked AS (SELECT id, row_number() OVER (ORDER BY id) AS r FROM hub_models)
+        SELECT count(*) AS n FROM ranked
+        WHERE r <= 3 AND id IN (SELECT id FROM delta.`{table}` VERSION AS OF 0)""").collect()
+    assert allowed[0].n == 3
+    assert {r.tableName for r in run_query(spark, store, "SHOW TABLES").collect()} >= {"hub_models"}
+
+
+def test_a_missing_table_is_named_not_skipped(spark, settings):
+    import pytest
+
+    from semfin_spark.sql import MissingTableError
+
+    store = DeltaStore.from_settings(spark, settings)
+    with pytest.raises(MissingTableError, match="lineage_edges is not in the warehouse"):
+        run_query(spark, store, "SELECT count(*) FROM lineage_edges").collect()
