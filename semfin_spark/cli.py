@@ -6,7 +6,9 @@ the same arguments. This module only parses arguments, loads settings, builds th
 and calls one library function per stage.
 
 Exit codes: 0 done, 2 bad arguments or settings, 3 bad input data (a source that does not
-exist, a table that is missing), 1 anything else.
+exist, a snapshot file refused while the others landed, a table that is missing), 4 the
+Hub could not be reached, 5 another writer changed a table meanwhile (run again), 1
+anything else.
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
+from semfin_spark.redaction import RedactingFilter, redact
 from semfin_spark.settings import Settings, SettingsError, load_settings
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DATA = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DATA, EXIT_UNREACHABLE, EXIT_CONFLICT = 0, 1, 2, 3, 4, 5
 
 
 def progress(line: str) -> None:
-    """A progress line on stderr with a timestamp (stdout stays for results)."""
-    print(f"[semfin {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+    """A progress line on stderr with a timestamp (stdout stays for results); secrets redacted."""
+    print(f"[semfin {time.strftime('%H:%M:%S')}] {redact(line)}", file=sys.stderr, flush=True)
+
+
+def _error(stage: str, exc: BaseException) -> None:
+    print(f"semfin {stage}: {redact(str(exc))}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------ stages
@@ -34,14 +41,18 @@ def progress(line: str) -> None:
 def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True,
                    help="snapshot:PATH (file, folder or glob), synthetic:N[,seed=S], or hub[:LIMIT]")
+    p.add_argument("--backfill", action="store_true",
+                   help="let older records replace newer stored ones (default: the newest wins)")
 
 
 def _ingest(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
     from semfin_spark.ingest import ingest
 
-    result = ingest(spark, store, args.source, settings, progress=progress)
+    result = ingest(spark, store, args.source, settings, progress=progress,
+                    backfill=args.backfill)
     print(json.dumps(result.__dict__))
-    return EXIT_OK
+    # The good files landed; the exit code still tells the scheduler some input was bad.
+    return EXIT_DATA if result.files_rejected else EXIT_OK
 
 
 def _flatten_args(p: argparse.ArgumentParser) -> None:
@@ -204,11 +215,23 @@ def _tables_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tables(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
-    from semfin_spark.nightly import warehouse_summary
+    import os
 
-    for name, info in warehouse_summary(store).items():
-        print(f"{name:22s} version={info['version']!s:5s} rows={info['rows']}")
-    return EXIT_OK
+    from semfin_spark.nightly import warehouse_summary
+    from semfin_spark.schemas import TABLES
+
+    present = warehouse_summary(store)
+    damaged = 0
+    for name in TABLES:
+        if name in present:
+            info = present[name]
+            print(f"{name:22s} version={info['version']!s:5s} rows={info['rows']}")
+        elif os.path.exists(store.path(name)):  # files but no Delta log: not a table any more
+            damaged += 1
+            print(f"{name:22s} DAMAGED: {store.path(name)} holds files but no Delta log")
+        else:
+            print(f"{name:22s} missing (not written yet)")
+    return EXIT_DATA if damaged else EXIT_OK
 
 
 STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
@@ -254,17 +277,20 @@ def main(argv: Sequence[str] | None = None, *, stage: str | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     try:
         settings = load_settings(args.conf, overrides={"warehouse": args.warehouse,
                                                        "spark.master": args.master})
     except SettingsError as exc:
-        print(f"semfin: {exc}", file=sys.stderr)
+        print(f"semfin: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     return _run(args, settings)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from semfin_spark.delta import DeltaError, DeltaStore
+    from semfin_spark.delta import ConcurrentWriteError, DeltaError, DeltaStore
+    from semfin_spark.hub_crawl import HubCrawlError
     from semfin_spark.session import build_session
 
     from semfin_spark.jars import JarsError
@@ -273,7 +299,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         spark = build_session(settings, app_name=f"semfin {args.stage}")
     except JarsError as exc:
-        print(f"semfin {args.stage}: {exc}", file=sys.stderr)
+        _error(args.stage, exc)
         return EXIT_USAGE
     started = time.time()
     try:
@@ -283,11 +309,17 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         code = STAGES[args.stage][2](spark, store, settings, args)
         progress(f"{args.stage}: done in {time.time() - started:.1f} s")
         return code
+    except ConcurrentWriteError as exc:
+        _error(args.stage, exc)
+        return EXIT_CONFLICT
+    except HubCrawlError as exc:
+        _error(args.stage, exc)
+        return EXIT_UNREACHABLE
     except (DeltaError, *data_errors) as exc:
-        print(f"semfin {args.stage}: {exc}", file=sys.stderr)
+        _error(args.stage, exc)
         return EXIT_DATA
     except (SettingsError, ValueError) as exc:
-        print(f"semfin {args.stage}: {exc}", file=sys.stderr)
+        _error(args.stage, exc)
         return EXIT_USAGE
     finally:
         spark.stop()
@@ -296,8 +328,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 def _data_errors() -> tuple[type[BaseException], ...]:
     from semfin_spark.impute import ImputeError
     from semfin_spark.ingest import IngestError
+    from semfin_spark.sql import MissingTableError
 
-    return (IngestError, ImputeError, FileNotFoundError)
+    return (IngestError, ImputeError, MissingTableError, FileNotFoundError)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ from huggingface_hub import hf_hub_url
 from huggingface_hub.utils import get_session, parse_ratelimit_headers
 
 from semfin_spark import __version__
+from semfin_spark.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,11 @@ _PART = "part-{:05d}.jsonl.gz"
 
 class HubCrawlError(RuntimeError):
     """The Hub listing could not be read (a page failed after retries, was refused or was
-    not a JSON list). Files written before the failure stay in the output folder."""
+    not a JSON list). Files written before the failure stay in the output folder. The
+    message names the URL with any credentials in it redacted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass
@@ -232,7 +237,7 @@ class _HubClient:
                  backoff_base: float, backoff_max: float) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"endpoint must be an http(s) URL, not {endpoint!r}")
+            raise ValueError(f"endpoint must be an http(s) URL, not {redact(endpoint)!r}")
         self.endpoint = endpoint.rstrip("/")
         self._origin = _origin(self.endpoint)
         # Only the token given: never one saved on the machine or in the environment.

@@ -85,8 +85,8 @@ INGEST_REJECTS = Table(
         _col("reject_id", STR, "SHA-256 of source file and raw text. Key: a re-ingest adds no duplicate.", False),
         _col("source", STR, "Source of the run (`snapshot:...`, `synthetic:...`, `hub:...`)."),
         _col("source_file", STR, "File (or URL) the record came from."),
-        _col("model_id", STR, "The record's id when one could be read, else null."),
-        _col("reason", STR, "Why it was rejected: `invalid_json`, `not_an_object`, `missing_id`, `invalid_id`, `wrong_type`, `too_large`, `fetch_error`."),
+        _col("model_id", STR, "The record's id when one could be read, else null (always null for a refused file)."),
+        _col("reason", STR, "Why: the record is not stored (`invalid_json`, `not_an_object`, `missing_id`, `invalid_id`, `wrong_type`, `too_large`, `unparseable`, `unstorable`); the model is stored without or with a repaired value (`invalid_card_data`, `fetch_error`, `invalid_utf8`, `invalid_unicode`, `number_out_of_range`, `time_out_of_range`); a whole file is not read (`unreadable_file`, `foreign_schema`)."),
         _col("detail", STR, "The specifics (which key had which type, the parser's message)."),
         _col("raw", STR, "The raw text, truncated past ingest.reject_raw_max_chars."),
         _col("raw_length", LONG, "Length of the raw text in characters before truncation."),
@@ -133,11 +133,11 @@ FLATTEN_STATE = Table(
     "flatten_state",
     StructType([
         _col("model_id", STR, "Hub repo id.", False),
-        _col("change_key", STR, "The model's sha (its record_hash when it has none) at its last flatten."),
+        _col("change_key", STR, "`<sha>:<hash>` at the model's last flatten: its sha and a hash of every hub_models column flatten reads."),
         _col("flattened_at", TS, "When the model was last flattened (UTC)."),
     ]),
     ("model_id",),
-    "Which version of each model the flatten tables hold; flatten reprocesses only models whose sha changed.",
+    "Which version of each model the flatten tables hold; flatten reprocesses only models whose sha or flattened inputs changed.",
 )
 
 MODEL_TAGS = Table(

@@ -98,3 +98,26 @@ def test_missing_delta_jars_say_how_to_fetch_them(tmp_path):
                           env={**os.environ, "SEMFIN_JARS_DIR": str(tmp_path / "no-jars")})
     assert proc.returncode == EXIT_USAGE
     assert "python -m semfin_spark.jars" in proc.stderr
+
+
+def test_an_unreachable_hub_is_a_clear_error_without_the_credentials(tmp_path):
+    """Issue 16 §11: no traceback, its own exit code, and the endpoint's password and the
+    token never printed."""
+    import socket
+
+    from semfin_spark.cli import EXIT_UNREACHABLE
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
+           "HF_ENDPOINT": f"http://alice:s3cr3t-pass@127.0.0.1:{port}",
+           "HF_TOKEN": "hf_SecretTokenValue123456", "SEMFIN_INGEST__HUB_MAX_RETRIES": "0"}
+    proc = subprocess.run([str(VENV_BIN / "semfin"), "ingest", "--master", "local[1]",
+                           "--source", "hub:5", "--warehouse", str(tmp_path / "w")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == EXIT_UNREACHABLE, output[-2000:]
+    assert "listing page 1" in proc.stderr and "***@127.0.0.1" in proc.stderr
+    assert "s3cr3t-pass" not in output and "SecretTokenValue" not in output
+    assert "Traceback" not in output
