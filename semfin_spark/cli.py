@@ -181,7 +181,8 @@ def _nightly(spark: Any, store: Any, settings: Settings, args: argparse.Namespac
     result = run_nightly(spark, store, settings, args.source, report_path=args.report,
                          progress=progress)
     print(format_summary(result))
-    return EXIT_OK
+    # As for ingest: the night ran on the good files, the code says some were refused.
+    return EXIT_DATA if result.stages["ingest"].get("files_rejected") else EXIT_OK
 
 
 def _sql_args(p: argparse.ArgumentParser) -> None:

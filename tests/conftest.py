@@ -47,6 +47,28 @@ def spark(tmp_path_factory):
     session.stop()
 
 
+NIGHTLY_SOURCE = "synthetic:1500,seed=3"
+"""The generated Hub of the session's shared nightly run (tests/test_nightly.py, and the
+reference the standalone-cluster run is compared with in tests/test_cluster.py)."""
+
+
+@pytest.fixture(scope="session")
+def nightly_run(spark, tmp_path_factory):
+    """One whole nightly on the embedded session, shared by every test that reads it:
+    (settings, store, first result, table versions, progress lines)."""
+    from semfin_spark.delta import DeltaStore
+    from semfin_spark.nightly import run_nightly
+    from semfin_spark.settings import load_settings
+
+    root = tmp_path_factory.mktemp("nightly")
+    settings = load_settings(environ={}, overrides={"warehouse": str(root / "wh")})
+    store = DeltaStore.from_settings(spark, settings)
+    lines: list[str] = []
+    first = run_nightly(spark, store, settings, NIGHTLY_SOURCE, progress=lines.append)
+    versions = {name: info["version"] for name, info in first.tables.items()}
+    return settings, store, first, versions, lines
+
+
 @pytest.fixture(autouse=True)
 def _reset_spark_state(request):
     """Drop cached data and temp views between tests that use Spark."""

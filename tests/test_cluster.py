@@ -1,5 +1,6 @@
 """The nightly under spark-submit on a real standalone cluster (a master and two workers on
-127.0.0.1), compared table by table with the embedded ``local[*]`` run of the same Hub.
+127.0.0.1), compared table by table with the embedded run of the same Hub (the session's
+shared ``nightly_run``).
 
 What only the driver sees breaks here: executors run in the workers' own folders (a
 relative warehouse path would land there), import SemFin from the wheel that
@@ -17,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from semfin_spark.schemas import TABLES
+from conftest import NIGHTLY_SOURCE
 from standalone_cluster import StandaloneCluster
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCE = "synthetic:1200,seed=1"
 
 VOLATILE = {"ingested_at", "flattened_at", "imputed_at", "rejected_at", "imputed_run_id"}
 """Columns that say when or in which MLflow run: they differ between any two runs."""
@@ -41,7 +42,7 @@ def table_frame(warehouse: Path, name: str):
     return frame.sort_values(list(frame.columns)).reset_index(drop=True)
 
 
-def test_nightly_on_a_standalone_cluster_equals_the_local_run(tmp_path):
+def test_nightly_on_a_standalone_cluster_equals_the_local_run(tmp_path, nightly_run):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
            "SEMFIN_SUBMIT_ARGS": "--executor-memory 2g --conf spark.executor.cores=1 "
                                  "--conf spark.cores.max=2 --driver-memory 2g"}
@@ -51,7 +52,7 @@ def test_nightly_on_a_standalone_cluster_equals_the_local_run(tmp_path):
         # A relative warehouse: the driver must make it absolute before executors see it.
         proc = subprocess.run(
             ["bash", str(REPO / "scripts" / "submit.sh"), cluster.url, "nightly",
-             "--warehouse", "wh-cluster", "--source", SOURCE],
+             "--warehouse", "wh-cluster", "--source", NIGHTLY_SOURCE],
             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=1500)
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0, output[-4000:]
@@ -63,20 +64,15 @@ def test_nightly_on_a_standalone_cluster_equals_the_local_run(tmp_path):
     finally:
         cluster.stop()
 
-    local = subprocess.run(
-        [str(Path(sys.executable).parent / "semfin"), "nightly", "--master", "local[*]",
-         "--warehouse", str(tmp_path / "wh-local"), "--source", SOURCE],
-        capture_output=True, text=True, env=env, timeout=1500)
-    assert local.returncode == 0, (local.stdout + local.stderr)[-4000:]
-
+    local = Path(nightly_run[0].warehouse)
     compared = 0
     for name in TABLES:
         on_cluster = tmp_path / "wh-cluster" / name
-        on_local = tmp_path / "wh-local" / name
+        on_local = local / name
         assert on_cluster.is_dir() == on_local.is_dir(), name
         if not on_local.is_dir():
             continue
-        left, right = table_frame(tmp_path / "wh-cluster", name), table_frame(tmp_path / "wh-local", name)
+        left, right = table_frame(tmp_path / "wh-cluster", name), table_frame(local, name)
         assert len(left) == len(right), name
         differing = [c for c in left.columns if not left[c].equals(right[c])]
         assert not differing, f"{name}: columns {differing} differ between cluster and local runs"

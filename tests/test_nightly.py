@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from semfin_spark.delta import DeltaStore
 from semfin_spark.nightly import format_summary, run_nightly
 from semfin_spark.schemas import HUB_MODELS, LINEAGE_CHAINS, MODEL_FIELDS
 from semfin_spark.settings import FIELDS
 
 from test_lineage import independent_components
-
-
-@pytest.fixture(scope="module")
-def nightly_run(spark, tmp_path_factory):
-    from semfin_spark.settings import load_settings
-
-    root = tmp_path_factory.mktemp("nightly")
-    settings = load_settings(environ={}, overrides={"warehouse": str(root / "wh")})
-    store = DeltaStore.from_settings(spark, settings)
-    lines: list[str] = []
-    first = run_nightly(spark, store, settings, "synthetic:1500,seed=3", progress=lines.append)
-    versions = {name: info["version"] for name, info in first.tables.items()}
-    return settings, store, first, versions, lines
 
 
 def test_every_stage_ran_and_wrote_its_tables(nightly_run):
