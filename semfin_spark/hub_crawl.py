@@ -50,12 +50,11 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import httpx2
 import huggingface_hub
 import orjson
-from huggingface_hub import hf_hub_url
 from huggingface_hub.utils import get_session, parse_ratelimit_headers
 
 from semfin_spark import __version__
@@ -171,7 +170,10 @@ def crawl_hub(out_dir: str | Path, *, endpoint: str, token: str | None = None,
     started = time.monotonic()
 
     def emit(record: Any, fetch: Future | None) -> None:
-        text, error = fetch.result() if fetch is not None else (None, None)
+        try:
+            text, error = fetch.result() if fetch is not None else (None, None)
+        except Exception as exc:  # noqa: BLE001 - one odd model never stops a crawl
+            text, error = None, f"config.json: {type(exc).__name__}: {redact(str(exc))[:300]}"
         if isinstance(record, dict):
             record.pop("_fetch_error", None)  # only the crawler may say a fetch failed
             record.pop("config_json", None)
@@ -284,7 +286,7 @@ class _HubClient:
         """``(config_json text or None, _fetch_error or None)`` for one listed model; never raises
         for anything the Hub or the network does."""
         revision = _config_revision(record)
-        url = hf_hub_url(record["id"], "config.json", revision=revision, endpoint=self.endpoint)
+        url = config_url(self.endpoint, record["id"], revision or "main")
         try:
             answer = self.get(url, max_bytes=max_bytes, what=f"config.json of {record['id']}")
         except _GaveUp as exc:
@@ -379,6 +381,20 @@ def _parse_page(body: bytes) -> list[Any] | None:
         except ValueError:
             return None
     return items if isinstance(items, list) else None
+
+
+def config_url(endpoint: str, repo_id: str, revision: str) -> str:
+    """The resolve URL of a repo's ``config.json``, as ``huggingface_hub.hf_hub_url`` makes it.
+
+    Not ``hf_hub_url`` itself: it validates the id by today's creation rules (at most 96
+    characters) and raises for the older, longer ids the Hub still serves, which would
+    stop a crawl at the first one.
+
+    Examples:
+        >>> config_url("http://127.0.0.1:9", "o/" + "n" * 120, "main")[-29:]
+        'nnnn/resolve/main/config.json'
+    """
+    return f"{endpoint.rstrip('/')}/{repo_id}/resolve/{quote(revision, safe='')}/config.json"
 
 
 def _config_revision(record: Any) -> str | None:

@@ -415,3 +415,22 @@ def test_fake_hub_gated_and_renamed_repos(records, configs, tmp_path):
                                cache_dir=tmp_path / "cache")
         assert Path(path).read_text(encoding="utf-8") == configs[ids[1]]
         assert [r.status for r in server.requests_to(r"^/old-org/old-name/")][0] == 307
+
+
+def test_real_ids_longer_than_today_s_rule_are_crawled(shared_data, tmp_path):
+    """Issue 14 §1: huggingface_hub's hf_hub_url refuses ids over 96 characters, and one
+    such real model used to stop the crawl. The 19 real ones in hub2022_dev (and a
+    legacy id without an owner) are listed, their config.json fetched, the crawl goes on."""
+    with gzip.open(shared_data / "hub2022_dev.jsonl.gz", "rt", encoding="utf-8") as lines:
+        real = [json.loads(l) for l in lines if l.strip()]
+    odd = [r for r in real if len(r["id"]) > 96] + [r for r in real if "/" not in r["id"]][:1]
+    assert len(odd) == 20
+    for record in odd:
+        record["siblings"] = [{"rfilename": "config.json"}]
+    configs = {r["id"]: json.dumps({"model_type": "bert", "n": i}) for i, r in enumerate(odd)}
+    with FakeHub(odd, configs) as server:
+        result = crawl_hub(tmp_path / "crawl", endpoint=server.url, **FAST)
+    rows = {r["id"]: r for r in read_output(tmp_path / "crawl")}
+    assert (result.models, result.configs, result.errors) == (20, 20, 0)
+    assert {i: json.loads(r["config_json"]) for i, r in rows.items()} == \
+        {i: json.loads(t) for i, t in configs.items()}
