@@ -842,6 +842,12 @@ def flatten(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     from semfin_spark import declared
 
     del spark  # the store's session does the work; kept for the stage signature
+    missing = [t.name for t in OUTPUT_TABLES if not store.exists(t)]
+    if missing and not full and store.exists(FLATTEN_STATE):
+        # The state says "done" for rows a lost table no longer holds: rebuild them all.
+        progress(f"flatten: {', '.join(missing)} missing from the warehouse; reprocessing "
+                 "every model")
+        full = True
     now = F.lit(dt.datetime.now(dt.timezone.utc)).cast("timestamp")
     hub = store.read(HUB_MODELS).drop("raw")
     state = store.read(FLATTEN_STATE).select("model_id", F.col("change_key").alias("_done"))

@@ -460,3 +460,54 @@ def test_changes_without_a_new_sha_reach_the_tables(spark, store, settings, tmp_
     busier = {**later, "downloads": 500, "likes": 9}
     ingest(spark, store, write_snapshot(tmp_path / "c.jsonl", [busier]), settings, progress=quiet)
     assert flatten(spark, store, settings, progress=quiet).reprocessed == 0
+
+
+def test_two_flattens_at_once_never_duplicate_a_key(spark, settings, tmp_path):
+    """Issue 16 §1: concurrent flattens once doubled every table, flatten_state included.
+    Each run now lands or fails with ConcurrentWriteError; keys hold, and a later run
+    converges to what a single run writes."""
+    import threading
+
+    from semfin_spark.delta import ConcurrentWriteError
+
+    store = DeltaStore(spark, str(tmp_path / "shared"))
+    clean = DeltaStore(spark, str(tmp_path / "clean"))
+    v1 = write_snapshot(tmp_path / "v1.jsonl", mixed_rows())
+    v2 = write_snapshot(tmp_path / "v2.jsonl", mixed_rows("-v2")[:5] + mixed_rows()[5:])
+    for source in (v1, v2):
+        ingest(spark, store, source, settings, progress=quiet)
+        errors: list[Exception] = []
+
+        def run() -> None:
+            try:
+                flatten(spark, store, settings, progress=quiet)
+            except ConcurrentWriteError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for table in OUTPUT_TABLES:
+            rows = store.read(table)
+            assert rows.count() == rows.select(*table.key).distinct().count(), table.name
+    flatten(spark, store, settings, progress=quiet)
+    ingest(spark, clean, v2, settings, progress=quiet)
+    flatten(spark, clean, settings, progress=quiet)
+    for table in OUTPUT_TABLES:
+        assert table_rows(store, table) == table_rows(clean, table), table.name
+
+
+def test_a_lost_output_table_is_rebuilt(spark, store, settings, tmp_path):
+    """Issue 16 §7: a table deleted behind flatten's back was never written again."""
+    import shutil
+
+    ingest(spark, store, write_snapshot(tmp_path / "a.jsonl", mixed_rows()), settings, progress=quiet)
+    flatten(spark, store, settings, progress=quiet)
+    before = table_rows(store, MODEL_TAGS)
+    shutil.rmtree(store.path(MODEL_TAGS))
+    lines: list[str] = []
+    assert flatten(spark, store, settings, progress=lines.append).reprocessed == len(MIXED)
+    assert any("model_tags missing" in line for line in lines)
+    assert table_rows(store, MODEL_TAGS) == before
