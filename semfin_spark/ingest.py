@@ -46,7 +46,8 @@ from semfin_spark.settings import IngestSettings, Settings
 log = logging.getLogger(__name__)
 
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9_.\-]+/)?[A-Za-z0-9_.\-]+$")
-_MAX_REPO_ID = 256
+# Far beyond any real id (legacy ids of 257 characters exist); only absurd lengths go.
+_MAX_REPO_ID = 1024
 # Rejects that keep their model: a value was dropped or repaired, the rest stored.
 _FIELD_LEVEL_REASONS = ("invalid_card_data", "fetch_error", "invalid_utf8", "invalid_unicode",
                         "number_out_of_range", "time_out_of_range")

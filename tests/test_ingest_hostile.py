@@ -206,3 +206,19 @@ def test_two_ingests_at_once_never_duplicate_a_key(spark, store, settings, tmp_p
     times = {str(m["last_modified"])[:7] for m in models.values()}
     # If both landed, the newest (run 1) wins whatever the commit order.
     assert times == ({"2024-02"} if 1 in landed else {"2024-01"})
+
+
+def test_real_odd_ids_are_kept(spark, store, settings, shared_data, tmp_path):
+    """Issue 14 §1: ids as the Hub serves them. The 19 real ids over 96 characters and the
+    13 legacy ids without an owner in hub2022_dev, and generated ones shaped like real
+    legacy ids (257 characters, a leading underscore, a ``.git`` suffix, dots)."""
+    lines = [l for l in gzip.open(shared_data / "hub2022_dev.jsonl.gz", "rt") if l.strip()]
+    odd = [l for l in lines if len(json.loads(l)["id"]) > 96 or "/" not in json.loads(l)["id"]]
+    assert len(odd) == 32
+    made = ["o/" + "n" * 255, "_legacy", "o/name.git", "o.rg/v1.2.3-final..x", "A" * 200]
+    path = tmp_path / "odd.jsonl"
+    path.write_text("".join(odd) + "".join(json.dumps({"id": i}) + "\n" for i in made))
+    result = ingest(spark, store, f"snapshot:{path}", settings, progress=quiet)
+    expected = {json.loads(l)["id"] for l in odd} | set(made)
+    assert (result.written, result.rejected) == (len(expected), 0)
+    assert set(stored(store)) == expected
