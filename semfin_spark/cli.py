@@ -7,8 +7,8 @@ and calls one library function per stage.
 
 Exit codes: 0 done, 2 bad arguments or settings, 3 bad input data (a source that does not
 exist, a snapshot file refused while the others landed, a table that is missing), 4 the
-Hub could not be reached, 5 another writer changed a table meanwhile (run again), 1
-anything else.
+Hub could not be reached, 5 another writer changed a table meanwhile (run again), 6 the
+warehouse is locked by another running writer, 1 anything else.
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ from typing import Any, Callable, Sequence
 from semfin_spark.redaction import RedactingFilter, redact
 from semfin_spark.settings import Settings, SettingsError, load_settings
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DATA, EXIT_UNREACHABLE, EXIT_CONFLICT = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DATA, EXIT_UNREACHABLE, EXIT_CONFLICT, EXIT_LOCKED = \
+    0, 1, 2, 3, 4, 5, 6
+
+WRITING_STAGES = frozenset({"ingest", "flatten", "train", "impute", "lineage", "nightly"})
+"""Stages that write the warehouse: each takes its lock (:mod:`semfin_spark.runs`)."""
 
 
 def progress(line: str) -> None:
@@ -277,7 +281,10 @@ def main(argv: Sequence[str] | None = None, *, stage: str | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    # Per-request HTTP lines (one per config.json, at INFO) only with --log-level DEBUG.
+    for noisy in ("py4j", "httpx", "httpx2", "httpcore", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(
+            logging.DEBUG if logging.getLogger().level <= logging.DEBUG else logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
     try:
@@ -290,6 +297,21 @@ def main(argv: Sequence[str] | None = None, *, stage: str | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import nullcontext
+
+    from semfin_spark.runs import WarehouseLocked, warehouse_lock
+
+    try:
+        lock = (warehouse_lock(settings.warehouse, f"semfin {args.stage}")
+                if args.stage in WRITING_STAGES else nullcontext())
+        with lock:
+            return _run_stage(args, settings)
+    except WarehouseLocked as exc:
+        _error(args.stage, exc)
+        return EXIT_LOCKED
+
+
+def _run_stage(args: argparse.Namespace, settings: Settings) -> int:
     from semfin_spark.delta import ConcurrentWriteError, DeltaError, DeltaStore
     from semfin_spark.hub_crawl import HubCrawlError
     from semfin_spark.session import build_session

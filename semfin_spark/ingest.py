@@ -121,13 +121,16 @@ def is_valid_repo_id(repo_id: str) -> bool:
     serves older repos whose names break today's creation rules (names over 96
     characters, a leading ``_``, a ``.git`` suffix), and those are real models. What is
     refused cannot be a repo: empty parts, ``.``/``..`` parts, more than one ``/``,
-    characters outside ``A-Za-z0-9_.-``, more than 256 characters.
+    characters outside ``A-Za-z0-9_.-``, more than 1,024 characters (real legacy ids
+    reach 257).
 
     Examples:
         >>> is_valid_repo_id("meta-llama/Llama-3.1-8B"), is_valid_repo_id("gpt2")
         (True, True)
         >>> is_valid_repo_id("a/b/c"), is_valid_repo_id("x y/z"), is_valid_repo_id("../z")
         (False, False, False)
+        >>> is_valid_repo_id("o/" + "n" * 255), is_valid_repo_id("o/" + "n" * 2000)
+        (True, False)
     """
     return (len(repo_id) <= _MAX_REPO_ID and bool(_REPO_ID.match(repo_id))
             and not any(part in (".", "..") for part in repo_id.split("/")))

@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
+from semfin_spark.runs import RunLog, stage_runner
 from semfin_spark.schemas import INGEST_REJECTS, TABLES
 from semfin_spark.settings import Settings
 
@@ -27,6 +28,7 @@ class NightlyResult:
     stages: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, dict[str, int | None]] = field(default_factory=dict)
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    run_id: str | None = None
 
 
 STAGES = ("ingest", "flatten", "train", "impute", "lineage")
@@ -51,8 +53,11 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
         Per-stage results and each table's version and row count.
 
     Implementation details:
-        Each stage commits its own tables and is incremental or idempotent, so a refresh
-        killed at any point is finished by running it again: ingest and flatten rewrite
+        Each stage appends its row to ``runs`` when it ends (:mod:`semfin_spark.runs`).
+        A night that failed or was killed is resumed by the next run of the same source:
+        the stages it finished are skipped. Each stage commits its own tables and is
+        incremental or idempotent, so a refresh killed at any point is finished by
+        running it again: ingest and flatten rewrite
         only changed models, train reuses the last run when its inputs are unchanged
         (:func:`~semfin_spark.train.train`), impute rescores only changed rows, lineage
         rebuilds its tables from the others. With nothing new, a second run adds no
@@ -64,46 +69,73 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
     from semfin_spark.lineage import run_lineage, write_report
     from semfin_spark.train import train
 
+    result = NightlyResult()
+    log = RunLog.start(store, source)
+    result.run_id = log.run_id
+    if log.resumed:
+        progress(f"nightly: resuming run {log.run_id} (attempt {log.attempt}); done before: "
+                 f"{', '.join(sorted(log.succeeded)) or 'nothing'}")
+    run = stage_runner(log, progress)
+    versions_before = {name: store.version(name) for name in TABLES}
+
     def step(number: int, name: str) -> None:
         progress(f"nightly: {number}/{len(STAGES)} {name}")
 
-    result = NightlyResult()
-    versions_before = {name: store.version(name) for name in TABLES}
-    step(1, "ingest")
-    result.stages["ingest"] = _plain(ingest(spark, store, source, settings, progress=progress))
-    step(2, "flatten")
-    result.stages["flatten"] = _plain(flatten(spark, store, settings, progress=progress))
-    step(3, "train")
-    trained = train(spark, store, settings, progress=progress)
-    result.stages["train"] = {"run_id": trained.run_id, "unchanged": trained.unchanged,
-                              "registered": trained.registered, "skipped": sorted(trained.skipped)}
-    step(4, "impute")
-    if trained.registered:
+    def do_ingest() -> dict[str, Any]:
+        return _plain(ingest(spark, store, source, settings, progress=progress))
+
+    def do_train() -> dict[str, Any]:
+        trained = train(spark, store, settings, progress=progress)
+        return {"run_id": trained.run_id, "unchanged": trained.unchanged,
+                "registered": trained.registered, "skipped": sorted(trained.skipped)}
+
+    def do_impute() -> dict[str, Any]:
+        if not _registered_models(result, log):
+            progress("nightly: impute skipped, no field had enough labels to train")
+            return {"skipped": "no registered model"}
         imputed = impute(spark, store, settings, progress=progress)
-        result.stages["impute"] = {
-            "table_version": imputed.table_version,
-            **{name: {"scored": f.scored, "imputed": f.imputed} for name, f in imputed.fields.items()}}
-    else:
-        progress("nightly: impute skipped, no field had enough labels to train")
-        result.stages["impute"] = {"skipped": "no registered model"}
-    step(5, "lineage")
-    report = run_lineage(spark, store, settings, progress=progress)
-    report_path = report_path or os.path.join(settings.warehouse, "reports", "lineage.json")
-    if "://" not in report_path:
-        os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
-    write_report(report, report_path)
-    result.stages["lineage"] = {k: report[k] for k in (
-        "components", "largest_component", "isolated_models", "self_loops", "chains",
-        "license_chains", "incompatible_share") if k in report}
-    result.stages["lineage"]["report"] = report_path
-    result.stages["upkeep"] = maintain_tables(
-        store, [n for n in TABLES if store.version(n) != versions_before[n]],
-        retention_hours=settings.delta.vacuum_retention_hours, progress=progress)
+        return {"table_version": imputed.table_version,
+                **{name: {"scored": f.scored, "imputed": f.imputed}
+                   for name, f in imputed.fields.items()}}
+
+    def do_lineage() -> dict[str, Any]:
+        report = run_lineage(spark, store, settings, progress=progress)
+        path = report_path or os.path.join(settings.warehouse, "reports", "lineage.json")
+        if "://" not in path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        write_report(report, path)
+        figures = {k: report[k] for k in ("components", "largest_component", "isolated_models",
+                                          "self_loops", "chains", "license_chains",
+                                          "incompatible_share") if k in report}
+        return {**figures, "report": path}
+
+    bodies = {"ingest": do_ingest,
+              "flatten": lambda: _plain(flatten(spark, store, settings, progress=progress)),
+              "train": do_train, "impute": do_impute, "lineage": do_lineage}
+    for number, name in enumerate(STAGES, 1):
+        step(number, name)
+        figures = run(name, bodies[name])
+        result.stages[name] = figures if figures is not None else {"skipped": "done before"}
+    # A resumed run cannot know what the killed attempt wrote: it tidies every table.
+    written = [n for n in TABLES if log.resumed or store.version(n) != versions_before[n]]
+    result.stages["upkeep"] = run("upkeep", lambda: maintain_tables(
+        store, written, retention_hours=settings.delta.vacuum_retention_hours,
+        progress=progress)) or {}
     result.tables = warehouse_summary(store)
     if store.exists(INGEST_REJECTS):
         result.rejects_by_reason = {r[0]: r[1] for r in store.read(INGEST_REJECTS)
                                     .groupBy("reason").agg(F.count("*")).collect()}
+    with log.stage("nightly") as counts:
+        counts.update({name: _short(figures) for name, figures in result.stages.items()})
     return result
+
+
+def _registered_models(result: NightlyResult, log: RunLog) -> bool:
+    """Whether train left models to impute with (this attempt, or an earlier one)."""
+    train = result.stages.get("train", {})
+    if "registered" in train:
+        return bool(train["registered"])
+    return log.done("train")
 
 
 def maintain_tables(store: DeltaStore, tables: list[str], *, retention_hours: float,

@@ -259,12 +259,31 @@ LICENSE_CONFLICTS = Table(
     "Lineage edges whose child licence breaks (or cannot be checked against) the parent's terms.",
 )
 
+RUNS = Table(
+    "runs",
+    StructType([
+        _col("run_id", STR, "The nightly run (a UUID); a resumed run keeps its id.", False),
+        _col("stage", STR, "`ingest`, `flatten`, `train`, `impute`, `lineage`, `upkeep`, or `nightly` for the whole run.", False),
+        _col("attempt", INT, "1 for the first try; a resumed run's stages count on.", False),
+        _col("source", STR, "The run's `--source`."),
+        _col("status", STR, "`succeeded` or `failed` (a killed stage leaves no row: the next run redoes it)."),
+        _col("started_at", TS, "When the stage started (UTC)."),
+        _col("ended_at", TS, "When it ended (UTC)."),
+        _col("input_versions", STR, "JSON: each table's version when the stage started."),
+        _col("output_versions", STR, "JSON: each table's version when it ended."),
+        _col("counts", STR, "JSON: the stage's result (rows read, written, rejected, ...)."),
+        _col("error", STR, "For a failed stage: the error, secrets redacted."),
+    ]),
+    ("run_id", "stage", "attempt"),
+    "One row per stage of each nightly run: when, how it ended, the table versions it read and wrote.",
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         HUB_MODELS, INGEST_REJECTS, CONFIG_FEATURES, FLATTEN_REJECTS, FLATTEN_STATE, MODEL_TAGS,
         MODEL_FILES, MODEL_FIELDS, MODEL_PARENTS, LINEAGE_EDGES, LINEAGE_COMPONENTS,
-        LINEAGE_CHAINS, LICENSE_CONFLICTS,
+        LINEAGE_CHAINS, LICENSE_CONFLICTS, RUNS,
     )
 }
 

@@ -66,7 +66,7 @@ def test_nightly_on_a_standalone_cluster_equals_the_local_run(tmp_path, nightly_
 
     local = Path(nightly_run[0].warehouse)
     compared = 0
-    for name in TABLES:
+    for name in set(TABLES) - {"runs"}:  # run ids and times differ by nature
         on_cluster = tmp_path / "wh-cluster" / name
         on_local = local / name
         assert on_cluster.is_dir() == on_local.is_dir(), name

@@ -20,7 +20,7 @@ def test_every_stage_ran_and_wrote_its_tables(nightly_run):
     from deltalake import DeltaTable
 
     assert {"hub_models", "model_fields", "lineage_chains"} <= set(result.stages["upkeep"])
-    for name in result.stages["upkeep"]:
+    for name in set(result.stages["upkeep"]) - {"runs"}:  # runs gains rows after the upkeep
         assert len(DeltaTable(store.path(name)).file_uris()) == min(1, store.read(name).count()), name
     assert result.stages["ingest"]["written"] == 1500
     assert set(result.stages["train"]["registered"]) == {f"semfin-{f}" for f in FIELDS}

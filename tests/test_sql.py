@@ -97,3 +97,19 @@ def test_a_missing_table_is_named_not_skipped(spark, settings):
     store = DeltaStore.from_settings(spark, settings)
     with pytest.raises(MissingTableError, match="lineage_edges is not in the warehouse"):
         run_query(spark, store, "SELECT count(*) FROM lineage_edges").collect()
+
+
+def test_a_warehouse_nothing_can_be_created_in_can_still_be_queried(spark, settings, tmp_path,
+                                                                    caplog):
+    """Issue 16 §10: setCheckpointDir failed first on a read-only warehouse. (Tests run as
+    root, which ignores file modes: the checkpoint folder is blocked by a file instead.)"""
+    from semfin_spark.session import _set_checkpoint_dir
+
+    store = DeltaStore.from_settings(spark, settings)
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps({"id": f"o/m{i}"}) + "\n" for i in range(3)))
+    ingest(spark, store, f"snapshot:{path}", settings, progress=lambda _: None)
+    (tmp_path / "warehouse" / "_checkpoints").write_text("not a folder")
+    _set_checkpoint_dir(spark, settings.warehouse)
+    assert "using local checkpoints" in caplog.text
+    assert run_query(spark, store, "SELECT count(*) AS n FROM hub_models").collect()[0].n == 3
