@@ -490,13 +490,17 @@ def parse_batches(batches: Iterator[Any], settings: IngestSettings) -> Iterator[
 
 
 def _decoded(raw: bytes | str) -> tuple[str, bool]:
-    """The line as text, and whether it held bytes that are not UTF-8 (now U+FFFD)."""
+    """The line as text, and whether it held bytes that are not UTF-8 (now U+FFFD).
+
+    A byte-order mark (files saved by Windows editors start with one) is not part of the
+    record and is dropped.
+    """
     if isinstance(raw, str):
-        return raw, False
+        return raw.lstrip("\ufeff"), False
     try:
-        return raw.decode("utf-8"), False
+        return raw.decode("utf-8").lstrip("\ufeff"), False
     except UnicodeDecodeError:
-        return raw.decode("utf-8", "replace"), True
+        return raw.decode("utf-8", "replace").lstrip("\ufeff"), True
 
 
 def _record_batch(rows: list[dict[str, Any]], schema: Any, settings: IngestSettings,
