@@ -36,7 +36,7 @@ def progress(line: str) -> None:
     print(f"[semfin {time.strftime('%H:%M:%S')}] {redact(line)}", file=sys.stderr, flush=True)
 
 
-def _error(stage: str, exc: BaseException) -> None:
+def _error(stage: str, exc: BaseException | str) -> None:
     print(f"semfin {stage}: {redact(str(exc))}", file=sys.stderr)
 
 
@@ -297,18 +297,21 @@ def main(argv: Sequence[str] | None = None, *, stage: str | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from contextlib import nullcontext
+    from contextlib import ExitStack
 
     from semfin_spark.runs import WarehouseLocked, warehouse_lock
 
-    try:
-        lock = (warehouse_lock(settings.warehouse, f"semfin {args.stage}")
-                if args.stage in WRITING_STAGES else nullcontext())
-        with lock:
-            return _run_stage(args, settings)
-    except WarehouseLocked as exc:
-        _error(args.stage, exc)
-        return EXIT_LOCKED
+    with ExitStack() as held:
+        if args.stage in WRITING_STAGES:
+            try:
+                held.enter_context(warehouse_lock(settings.warehouse, f"semfin {args.stage}"))
+            except WarehouseLocked as exc:
+                _error(args.stage, exc)
+                return EXIT_LOCKED
+            except OSError as exc:  # a read-only or full warehouse: nothing can be written
+                _error(args.stage, f"cannot write to the warehouse {settings.warehouse}: {exc}")
+                return EXIT_USAGE
+        return _run_stage(args, settings)
 
 
 def _run_stage(args: argparse.Namespace, settings: Settings) -> int:

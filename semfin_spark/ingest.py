@@ -651,8 +651,8 @@ def hadoop_path(path: str) -> str:
     pattern matching ``hub2.jsonl``, not itself.
 
     Examples:
-        >>> hadoop_path("/data/hub[2022].jsonl")
-        '/data/hub\\[2022\\].jsonl'
+        >>> print(hadoop_path("/data/hub[2022].jsonl"))
+        /data/hub\\[2022\\].jsonl
     """
     return re.sub(r"([\\*?\[\]{}])", r"\\\1", path)
 

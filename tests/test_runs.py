@@ -129,3 +129,15 @@ def test_a_failed_night_resumes_at_the_stage_that_did_not_finish(spark, settings
     again = run_nightly(spark, store, settings, "synthetic:3", progress=lambda _: None)
     assert calls == ["ingest", "flatten", "train", "impute", "lineage"]
     assert again.run_id != result.run_id  # the last night finished: a new one starts
+
+
+def test_a_warehouse_that_cannot_be_written_is_a_usage_error(tmp_path):
+    """Issue 14 §5: a read-only warehouse gives a clear message and exit code 2. (Tests run
+    as root, which ignores file modes: the warehouse path runs through a file instead.)"""
+    from semfin_spark.cli import EXIT_USAGE
+
+    (tmp_path / "a-file").write_text("")
+    proc = subprocess.run([str(VENV_BIN / "semfin"), "flatten", "--warehouse",
+                           str(tmp_path / "a-file" / "w")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_USAGE, proc.stderr[-2000:]
+    assert "cannot write to the warehouse" in proc.stderr and "Traceback" not in proc.stderr
