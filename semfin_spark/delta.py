@@ -201,12 +201,18 @@ class DeltaStore:
         if timestamp is not None:
             reader = reader.option("timestampAsOf", timestamp)
         try:
-            return reader.load(self.path(table))
+            frame = reader.load(self.path(table))
         except Exception as exc:  # noqa: BLE001 - Delta's AnalysisException for a bad version
             if version is None and timestamp is None:
                 raise
             raise DeltaError(f"{self.path(table)} has no version "
                              f"{version if version is not None else timestamp}: {exc}") from exc
+        if isinstance(table, Table):
+            # A table written before a column was declared reads with it as null.
+            for f in table.schema.fields:
+                if f.name not in frame.columns:
+                    frame = frame.withColumn(f.name, F.lit(None).cast(f.dataType))
+        return frame
 
     # ---------------------------------------------------------------- writing
 
@@ -269,6 +275,7 @@ class DeltaStore:
             # A first write creates the table: if another writer created it meanwhile,
             # Delta refuses ("errorifexists"), so no row is written twice.
             return self._write(table, df, "errorifexists", operation, metadata)
+        self._add_declared_columns(table)
         df = conform(df, table)
         key_cols = list(keys.columns)
         keys = keys.dropDuplicates(key_cols)
@@ -329,10 +336,29 @@ class DeltaStore:
 
     # ---------------------------------------------------------------- internals
 
+    def _add_declared_columns(self, table: Table) -> None:
+        """Add the columns declared since the table was created (``ALTER TABLE ... ADD
+        COLUMNS``, a metadata-only commit), so a warehouse of an older release keeps
+        working. Columns are only ever added: a removed or retyped column needs a
+        deliberate migration."""
+        stored = set(self.spark.read.format("delta").load(self.path(table)).columns)
+        missing = [f for f in table.schema.fields if f.name not in stored]
+        if not missing:
+            return
+        columns = ", ".join(
+            f"`{f.name}` {f.dataType.simpleString()} COMMENT "
+            f"'{_sql_text(f.metadata.get('comment', ''))}'" for f in missing)
+        location = self.path(table).replace("`", "``")
+        log.info("%s: adding declared column(s) %s", table.name, [f.name for f in missing])
+        with self._committing(table, "ADD COLUMNS", None, set_metadata=False):
+            self.spark.sql(f"ALTER TABLE delta.`{location}` ADD COLUMNS ({columns})")
+
     def _write(self, table: Table, df: DataFrame, mode: str, operation: str,
                metadata: dict[str, str] | None) -> WriteResult:
         df = conform(df, table)
         before = self.version(table)
+        if before is not None and mode == "append":
+            self._add_declared_columns(table)
         writer = (df.write.format("delta").mode(mode)
                   .option("userMetadata", _metadata_text(operation, metadata)))
         if mode == "overwrite":
@@ -387,6 +413,10 @@ def conform(df: DataFrame, table: Table) -> DataFrame:
         raise DeltaError(f"cannot write {table.name}: missing column(s) {missing}")
     return df.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name)
                        for f in table.schema.fields])
+
+
+def _sql_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _name(table: str | Table) -> str:

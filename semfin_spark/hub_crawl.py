@@ -41,11 +41,13 @@ import json
 import logging
 import os
 import platform
+import random
 import re
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -59,6 +61,7 @@ from huggingface_hub.utils import get_session, parse_ratelimit_headers
 
 from semfin_spark import __version__
 from semfin_spark.redaction import redact
+from semfin_spark.repo_ids import is_valid_repo_id
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,6 @@ log = logging.getLogger(__name__)
 _LIST_PARAMS = {"full": "true", "cardData": "true", "config": "true"}
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _TRANSIENT_ERRORS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
-_REPO_ID = re.compile(r"^(?:[A-Za-z0-9_.\-]+/)?[A-Za-z0-9_.\-]+$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _PART = "part-{:05d}.jsonl.gz"
 
@@ -103,7 +105,8 @@ def crawl_hub(out_dir: str | Path, *, endpoint: str, token: str | None = None,
               models_per_file: int = 50_000, fetch_configs: bool = True,
               progress_every: int = 10_000, timeout: float = 30.0,
               backoff_base: float = 1.0, backoff_max: float = 60.0,
-              max_config_bytes: int = 8_000_000) -> CrawlResult:
+              max_config_bytes: int = 8_000_000,
+              budget: RequestBudget | None = None) -> CrawlResult:
     """Crawl the models of the Hub at ``endpoint`` into gzipped JSON Lines files in ``out_dir``.
 
     Args:
@@ -130,6 +133,8 @@ def crawl_hub(out_dir: str | Path, *, endpoint: str, token: str | None = None,
         backoff_base: First wait between retries in seconds; it doubles on each retry.
         backoff_max: Cap on any wait, including the Hub's ``Retry-After``.
         max_config_bytes: A larger ``config.json`` is not kept (``_fetch_error`` says so).
+        budget: Requests allowed per window (:class:`RequestBudget`); None: no limit
+            beyond the Hub's 429 answers.
 
     Returns:
         A :class:`CrawlResult` with the files written and the counts.
@@ -163,7 +168,7 @@ def crawl_hub(out_dir: str | Path, *, endpoint: str, token: str | None = None,
     if max_retries < 0 or backoff_base < 0 or backoff_max < 0:
         raise ValueError("max_retries, backoff_base and backoff_max must be >= 0")
     client = _HubClient(endpoint, token, timeout=timeout, max_retries=max_retries,
-                        backoff_base=backoff_base, backoff_max=backoff_max)
+                        backoff_base=backoff_base, backoff_max=backoff_max, budget=budget)
     out = _output_folder(out_dir)
     writer = _PartWriter(out, models_per_file)
     result = CrawlResult(files=writer.files)
@@ -236,7 +241,8 @@ class _HubClient:
     """Requests to one Hub endpoint with one token, retried our way."""
 
     def __init__(self, endpoint: str, token: str | None, *, timeout: float, max_retries: int,
-                 backoff_base: float, backoff_max: float) -> None:
+                 backoff_base: float, backoff_max: float,
+                 budget: RequestBudget | None = None) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"endpoint must be an http(s) URL, not {redact(endpoint)!r}")
@@ -252,6 +258,7 @@ class _HubClient:
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self.budget = budget
 
     def iter_models(self, *, page_size: int) -> Iterator[Any]:
         """Every model object of ``/api/models``, page after page (lazily).
@@ -259,13 +266,26 @@ class _HubClient:
         Raises:
             HubCrawlError: A page failed; the message names it.
         """
-        url: str | None = f"{self.endpoint}/api/models"
-        params: dict[str, Any] | None = {**_LIST_PARAMS, "limit": page_size}
-        page = 1
+        for items, _ in self.iter_pages(page_size=page_size):
+            yield from items
+
+    def iter_pages(self, *, page_size: int, start_url: str | None = None,
+                   first_page: int = 1) -> Iterator[tuple[list[Any], str | None]]:
+        """Pages of ``/api/models`` as (models, URL of the next page or None), from the first
+        page or from ``start_url`` (a next-page link kept by an interrupted crawl).
+
+        Raises:
+            HubCrawlError: A page failed; the message names it.
+        """
+        url: str | None = start_url or f"{self.endpoint}/api/models"
+        params: dict[str, Any] | None = None if start_url else {**_LIST_PARAMS, "limit": page_size}
+        if start_url and _origin(start_url) != self._origin:
+            raise HubCrawlError("the saved next-page link is not on the endpoint")
+        page = first_page
         while url is not None:
             where = f"listing page {page} ({url}{'?' + urlencode(params) if params else ''})"
             try:
-                answer = self.get(url, params=params, what=where)
+                answer = self.get(url, params=params, what=where, kind="api")
             except _GaveUp as exc:
                 raise HubCrawlError(f"{where} failed: {exc}") from None
             except httpx2.HTTPError as exc:  # e.g. too many redirects
@@ -276,36 +296,49 @@ class _HubClient:
             items = _parse_page(answer.body or b"")
             if items is None:
                 raise HubCrawlError(f"{where} is not a JSON list of models")
-            yield from items
             url, params, page = answer.next_url, None, page + 1
             if url is not None and _origin(url) != self._origin:
+                yield items, None
                 raise HubCrawlError(f"{where} links the next page to {_origin(url)[1]}, not the "
                                     f"endpoint; refusing to send the token there")
+            yield items, url
 
     def fetch_config(self, record: dict[str, Any], max_bytes: int) -> tuple[str | None, str | None]:
         """``(config_json text or None, _fetch_error or None)`` for one listed model; never raises
         for anything the Hub or the network does."""
-        revision = _config_revision(record)
-        url = config_url(self.endpoint, record["id"], revision or "main")
+        text, outcome = self.config_outcome(record["id"], _config_revision(record) or "main",
+                                            max_bytes)
+        return text, outcome.error
+
+    def config_outcome(self, repo_id: str, revision: str,
+                       max_bytes: int) -> tuple[str | None, ConfigOutcome]:
+        """``config.json`` of one repo at one revision: (text or None, what happened).
+        Never raises for anything the Hub or the network does."""
+        url = config_url(self.endpoint, repo_id, revision)
         try:
-            answer = self.get(url, max_bytes=max_bytes, what=f"config.json of {record['id']}")
+            answer = self.get(url, max_bytes=max_bytes, what=f"config.json of {repo_id}",
+                              kind="resolve")
         except _GaveUp as exc:
-            return None, f"config.json: {exc}"
+            return None, ConfigOutcome("failed", f"config.json: {exc}")
         except httpx2.HTTPError as exc:  # e.g. too many redirects
-            return None, f"config.json: {type(exc).__name__}"
+            return None, ConfigOutcome("failed", f"config.json: {type(exc).__name__}")
         if answer.status == 200:
             if answer.body is None:
-                return None, f"config.json: larger than {max_bytes} bytes"
-            return answer.body.decode("utf-8", errors="replace"), None
+                return None, ConfigOutcome("too_large",
+                                           f"config.json: larger than {max_bytes} bytes")
+            text = answer.body.decode("utf-8", errors="replace")
+            return text, ConfigOutcome("fetched" if _is_json_object(answer.body) else "not_json")
         if answer.status == 404:
-            return None, None  # listed but gone (or never there): no config, not an error
+            return None, ConfigOutcome("absent")  # listed but gone (or never there): not an error
         if answer.status in (401, 403) and answer.headers.get("X-Error-Code") == "GatedRepo":
-            return None, f"config.json: gated ({answer.status})"
-        return None, f"config.json: HTTP {answer.status}{_REFUSED_HINTS.get(answer.status, '')}"
+            return None, ConfigOutcome("gated", f"config.json: gated ({answer.status})")
+        return None, ConfigOutcome(
+            "refused", f"config.json: HTTP {answer.status}{_REFUSED_HINTS.get(answer.status, '')}")
 
-    def get(self, url: str, *, what: str, params: dict[str, Any] | None = None,
+    def get(self, url: str, *, what: str, kind: str, params: dict[str, Any] | None = None,
             max_bytes: int | None = None) -> _Answer:
-        """GET with retries on 408/429/5xx and transient network errors.
+        """GET with retries on 408/429/5xx and transient network errors (a truncated body
+        is one), each attempt within the request budget of its ``kind``.
 
         Raises:
             _GaveUp: Still failing after ``max_retries`` retries.
@@ -313,8 +346,12 @@ class _HubClient:
         retry = 0
         while True:
             wait_hint = None
+            if self.budget is not None:
+                self.budget.acquire(kind)
             try:
                 answer = self._get_once(url, params, max_bytes)
+                if self.budget is not None:
+                    self.budget.observe(kind, answer.headers)
             except _TRANSIENT_ERRORS as exc:
                 failure = "timed out" if isinstance(exc, httpx2.TimeoutException) \
                     else f"network error ({type(exc).__name__})"
@@ -325,8 +362,10 @@ class _HubClient:
                 wait_hint = _server_wait(answer)
             if retry >= self.max_retries:
                 raise _GaveUp(f"{failure} after {self.max_retries} retries")
+            # Jitter spreads the retries of many workers that failed together; a wait the
+            # Hub asked for is honoured as it is.
             delay = min(self.backoff_max, wait_hint if wait_hint is not None
-                        else self.backoff_base * 2 ** retry)
+                        else self.backoff_base * 2 ** retry * random.uniform(0.5, 1.0))
             retry += 1
             log.debug("%s: %s, retry %d/%d in %.2fs", what, failure, retry, self.max_retries, delay)
             time.sleep(delay)
@@ -342,6 +381,128 @@ class _HubClient:
             next_url = response.links.get("next", {}).get("url")
             return _Answer(response.status_code, response.headers, bytes(body),
                            urljoin(str(response.url), next_url) if next_url else None)
+
+
+@dataclass(frozen=True)
+class ConfigOutcome:
+    """What fetching one ``config.json`` came to.
+
+    ``status``: ``fetched`` (a JSON object), ``not_json`` (text kept; the ingest and
+    flatten judge it), ``absent`` (404: the repo has none), ``gated``, ``too_large``,
+    ``refused`` (another 4xx) or ``failed`` (still 429/5xx/timeout/truncated after the
+    retries: worth trying on the next crawl). ``error``: the reason, for all but the
+    first three.
+    """
+
+    status: str
+    error: str | None = None
+
+    @property
+    def transient(self) -> bool:
+        return self.status == "failed"
+
+
+def _is_json_object(body: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(body), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+class RequestBudget:
+    """Requests allowed per window for each kind of request, shared by every thread.
+
+    The Hub counts API calls (``api``: the listing) and file resolves (``resolve``:
+    ``config.json``) separately, per fixed window (5 minutes), and says where a client
+    stands in ``RateLimit: "api";r=REMAINING;t=SECONDS`` and ``RateLimit-Policy:
+    "fixed window";"api";q=LIMIT;w=SECONDS`` headers. :meth:`acquire` waits until one more
+    request of a kind fits: within the configured limit over the last window, and, while
+    the Hub's last word is fresh, within what it said remains. :meth:`observe` takes the
+    Hub's word: its policy replaces the configured limit (the account tier may differ).
+
+    Args:
+        limits: Requests per window for each kind, e.g. ``{"api": 1000, "resolve": 5000}``.
+        window: The window in seconds.
+
+    Examples:
+        >>> budget = RequestBudget({"api": 2, "resolve": 10}, window=300)
+        >>> budget.acquire("api"); budget.acquire("api"); budget.used("api")
+        2
+        >>> budget.observe("api", {"RateLimit": '"api";r=0;t=1',
+        ...                        "RateLimit-Policy": '"fixed window";"api";q=900;w=300'})
+        >>> budget.limit("api")
+        900
+    """
+
+    def __init__(self, limits: Mapping[str, int], window: float = 300.0, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if window <= 0 or any(v <= 0 for v in limits.values()):
+            raise ValueError("request budgets and the window must be > 0")
+        self._limits = dict(limits)
+        self._windows = {kind: float(window) for kind in limits}
+        self._sent: dict[str, deque[float]] = {kind: deque() for kind in limits}
+        self._hub: dict[str, tuple[int, float]] = {}  # kind -> (remaining, reset time)
+        self._lock = threading.Lock()
+        self._clock, self._sleep = clock, sleep
+        self.waited = 0.0  # seconds spent waiting for the budget, all threads together
+
+    def acquire(self, kind: str) -> None:
+        """Block until a request of ``kind`` fits the budget, and count it."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                wait = self._wait(kind, now)
+                if wait <= 0:
+                    self._sent[kind].append(now)
+                    if kind in self._hub:
+                        remaining, reset = self._hub[kind]
+                        self._hub[kind] = (remaining - 1, reset)
+                    return
+            # Short naps: a header arriving meanwhile (a reset) is taken into account.
+            nap = min(wait, 5.0)
+            self.waited += nap
+            self._sleep(nap)
+
+    def _wait(self, kind: str, now: float) -> float:
+        sent, window = self._sent[kind], self._windows[kind]
+        while sent and sent[0] <= now - window:
+            sent.popleft()
+        wait = sent[0] + window - now if len(sent) >= self._limits[kind] else 0.0
+        if kind in self._hub:
+            remaining, reset = self._hub[kind]
+            if now >= reset:
+                del self._hub[kind]
+            elif remaining <= 0:
+                wait = max(wait, reset - now)
+        return wait
+
+    def observe(self, kind: str, headers: Mapping[str, str]) -> None:
+        """Take the Hub's ``RateLimit`` / ``RateLimit-Policy`` headers into account."""
+        info = parse_ratelimit_headers(headers)
+        if info is None:
+            return
+        with self._lock:
+            self._hub[kind] = (info.remaining, self._clock() + info.reset_in_seconds)
+            if info.limit and info.window_seconds:
+                self._limits[kind] = info.limit
+                self._windows[kind] = float(info.window_seconds)
+
+    def used(self, kind: str) -> int:
+        """Requests of ``kind`` sent in the last window."""
+        with self._lock:
+            self._wait(kind, self._clock())
+            return len(self._sent[kind])
+
+    def limit(self, kind: str) -> int:
+        """The current limit of ``kind`` per window."""
+        return self._limits[kind]
+
+    def describe(self) -> str:
+        """e.g. ``api 12/1000, resolve 800/5000 per 300s``."""
+        parts = [f"{kind} {self.used(kind)}/{self.limit(kind)}" for kind in self._limits]
+        windows = {int(w) for w in self._windows.values()}
+        return ", ".join(parts) + (f" per {windows.pop()}s" if len(windows) == 1 else "")
 
 
 _REFUSED_HINTS = {401: " (the Hub wants a valid token)", 403: " (the token lacks access)"}
@@ -403,12 +564,314 @@ def _config_revision(record: Any) -> str | None:
     if not isinstance(record, dict):
         return None
     repo_id, siblings = record.get("id"), record.get("siblings")
-    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or not isinstance(siblings, list):
+    if not isinstance(repo_id, str) or not is_valid_repo_id(repo_id) or not isinstance(siblings, list):
         return None
     if not any(isinstance(s, dict) and s.get("rfilename") == "config.json" for s in siblings):
         return None
     sha = record.get("sha")
     return sha if isinstance(sha, str) and _COMMIT.match(sha) else "main"
+
+
+# ------------------------------------------------------------------ the incremental crawl
+#
+# The warehouse's crawl (semfin_spark.crawl) runs in two driver phases around a Spark join:
+# list every model into <folder>/listing/, let Spark pick the models whose config.json is
+# new or changed, fetch only those into <folder>/configs/. Both phases resume where a
+# killed run stopped: files appear only when complete, and the listing keeps its
+# next-page link in _progress.json after each file.
+
+LISTING_DIR = "listing"
+CONFIGS_DIR = "configs"
+_LISTING_PROGRESS = "_progress.json"
+
+
+@dataclass
+class ListingResult:
+    """What :func:`list_models_into` holds in ``<folder>/listing`` (this run and before).
+
+    Attributes:
+        files: The complete listing files, in order.
+        models: Models listed.
+        pages: Listing pages read.
+        complete: The listing reached its last page (not stopped by a limit).
+    """
+
+    files: list[Path]
+    models: int
+    pages: int
+    complete: bool
+
+
+def list_models_into(folder: str | Path, *, endpoint: str, token: str | None = None,
+                     limit: int | None = None, page_size: int = 1000, pages_per_file: int = 10,
+                     max_retries: int = 5, timeout: float = 30.0, backoff_base: float = 1.0,
+                     backoff_max: float = 60.0, budget: RequestBudget | None = None,
+                     progress: Callable[[str], None] | None = print,
+                     progress_seconds: float = 30.0,
+                     expected_models: int | None = None) -> ListingResult:
+    """List every model of the Hub into ``<folder>/listing/part-NNNNN.jsonl.gz``; resumable.
+
+    Each line is the model's ``/api/models`` object as the Hub sent it (``full``,
+    ``cardData``, ``config``), without any ``config_json`` or ``_fetch_error`` key (only
+    the crawler may set those). After each file of ``pages_per_file`` pages the next-page
+    link is saved, so a killed listing resumes from there; a listing already finished is
+    not requested again.
+
+    Args:
+        folder: The crawl's folder (created if missing).
+        endpoint: Base URL of the Hub.
+        token: Hub token, or None; never written anywhere.
+        limit: Stop after this many models (``complete`` is then False).
+        page_size: Models per listing request (the Hub allows at most 1000).
+        pages_per_file: Pages per listing file: what a kill can cost.
+        max_retries, timeout, backoff_base, backoff_max: As for :func:`crawl_hub`.
+        budget: The request budget (API calls count as ``api``).
+        progress: Receives a line every ``progress_seconds``, e.g. ``crawl listing: 12 pages,
+            12000 models, 950 models/s, api 12/1000 per 300s, ETA 25s of ~36000``.
+        expected_models: Models the Hub held last time, for the ETA.
+
+    Returns:
+        A :class:`ListingResult`.
+
+    Raises:
+        HubCrawlError: A page failed after the retries or was refused; what was listed
+            before it stays and the next run resumes there.
+    """
+    _check_positive(page_size=page_size, pages_per_file=pages_per_file,
+                    progress_seconds=progress_seconds)
+    out = Path(folder) / LISTING_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    state = read_json_file(out / _LISTING_PROGRESS) or {"files": 0, "models": 0, "pages": 0,
+                                                     "next_url": None, "done": False}
+    _drop_unrecorded(out, state["files"])
+    writer = _PartWriter(out, per_file=10**12, start=state["files"])
+    result = ListingResult(files=writer.files, models=state["models"], pages=state["pages"],
+                           complete=bool(state["done"]) and limit is None)
+    if state["done"] or (limit is not None and result.models >= limit):
+        return result
+    client = _HubClient(endpoint, token, timeout=timeout, max_retries=max_retries,
+                        backoff_base=backoff_base, backoff_max=backoff_max, budget=budget)
+    meter = _Meter(progress, progress_seconds)
+    pages_in_file = 0
+
+    def save(next_url: str | None, done: bool) -> None:
+        writer.close()
+        write_json_atomically(out / _LISTING_PROGRESS, {
+            "files": len(writer.files), "models": result.models, "pages": result.pages,
+            "next_url": next_url, "done": done})
+
+    try:
+        pages = client.iter_pages(page_size=min(page_size, limit or page_size),
+                                  start_url=state["next_url"], first_page=state["pages"] + 1)
+        next_url = state["next_url"]
+        for items, next_url in pages:
+            for record in items:
+                if limit is not None and result.models >= limit:
+                    break
+                if isinstance(record, dict):
+                    record.pop("config_json", None)
+                    record.pop("_fetch_error", None)
+                writer.write(_json_line(record))
+                result.models += 1
+            result.pages += 1
+            pages_in_file += 1
+            stop = next_url is None or (limit is not None and result.models >= limit)
+            if pages_in_file >= pages_per_file or stop:
+                save(next_url, next_url is None)
+                pages_in_file = 0
+            meter.tick(lambda: _listing_line(result, meter, budget, expected_models))
+            if stop:
+                break
+    finally:
+        writer.abort()
+    result.complete = next_url is None and limit is None
+    if progress is not None:
+        progress(_listing_line(result, meter, budget, expected_models))
+    return result
+
+
+def _listing_line(result: ListingResult, meter: _Meter, budget: RequestBudget | None,
+                  expected: int | None) -> str:
+    rate = meter.rate(result.models)
+    line = f"crawl listing: {result.pages} pages, {result.models} models, {rate:.0f} models/s"
+    if budget is not None:
+        line += f", {budget.describe()}"
+    if expected and rate > 0 and expected > result.models:
+        line += f", ETA {_duration((expected - result.models) / rate)} of ~{expected}"
+    return line
+
+
+@dataclass
+class FetchResult:
+    """What :func:`fetch_configs_into` did in this run.
+
+    Attributes:
+        files: The config files written by this run.
+        requested: Models whose ``config.json`` was asked for.
+        outcomes: Count per :class:`ConfigOutcome` status.
+    """
+
+    files: list[Path] = field(default_factory=list)
+    requested: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+def fetch_configs_into(folder: str | Path, todo: Iterable[tuple[str, str | None]], *,
+                       endpoint: str, token: str | None = None, total: int | None = None,
+                       workers: int = 8, configs_per_file: int = 1000,
+                       max_retries: int = 5, timeout: float = 30.0,
+                       backoff_base: float = 1.0, backoff_max: float = 60.0,
+                       max_config_bytes: int = 8_000_000, budget: RequestBudget | None = None,
+                       progress: Callable[[str], None] | None = print,
+                       progress_seconds: float = 30.0) -> FetchResult:
+    """Fetch ``config.json`` of each (repo id, commit) into ``<folder>/configs/``.
+
+    Each line is ``{"id", "sha", "status", "error", "at", "config_json"}`` (``status`` as
+    in :class:`ConfigOutcome`, ``at`` the UTC time of the answer). Files hold
+    ``configs_per_file`` answers and appear only when complete, so a kill loses at most
+    one file's worth; a later run asks only for what no file holds (the caller decides
+    that: :mod:`semfin_spark.crawl` does it with a Spark join).
+
+    Args:
+        folder: The crawl's folder.
+        todo: (repo id, commit sha or None for ``main``) pairs, consumed lazily.
+        total: How many pairs ``todo`` holds, for the progress ETA.
+        workers: Concurrent downloads.
+        configs_per_file: Answers per file.
+        budget: The request budget (downloads count as ``resolve``).
+        Others: as for :func:`crawl_hub`.
+
+    Returns:
+        A :class:`FetchResult`.
+    """
+    _check_positive(workers=workers, configs_per_file=configs_per_file,
+                    progress_seconds=progress_seconds, max_config_bytes=max_config_bytes)
+    out = Path(folder) / CONFIGS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    existing = sorted(out.glob("part-*.jsonl.gz"))
+    start = int(existing[-1].name[5:10]) + 1 if existing else 0
+    writer = _PartWriter(out, configs_per_file, start=start)
+    client = _HubClient(endpoint, token, timeout=timeout, max_retries=max_retries,
+                        backoff_base=backoff_base, backoff_max=backoff_max, budget=budget)
+    result = FetchResult()
+    meter = _Meter(progress, progress_seconds)
+
+    def fetch(repo_id: str, sha: str | None) -> bytes:
+        revision = sha if isinstance(sha, str) and _COMMIT.match(sha) else "main"
+        if not is_valid_repo_id(repo_id):  # never turned into a URL
+            return _json_line({"id": repo_id, "sha": sha, "status": "refused",
+                               "error": "config.json: not a repo id", "at": _utc_now(),
+                               "config_json": None})
+        try:
+            text, outcome = client.config_outcome(repo_id, revision, max_config_bytes)
+        except Exception as exc:  # noqa: BLE001 - one odd model never stops a crawl
+            text, outcome = None, ConfigOutcome(
+                "failed", f"config.json: {type(exc).__name__}: {redact(str(exc))[:300]}")
+        return _json_line({"id": repo_id, "sha": sha, "status": outcome.status,
+                           "error": outcome.error, "at": _utc_now(), "config_json": text})
+
+    def emit(future: Future) -> None:
+        line = future.result()
+        writer.write(line)
+        status = orjson.loads(line)["status"]
+        result.outcomes[status] = result.outcomes.get(status, 0) + 1
+        meter.tick(lambda: _fetch_line(result, meter, budget, total))
+
+    # Answers are written as they come, in any order: a model waiting out a retry does
+    # not hold up the others (the listing order does not matter here).
+    in_flight: set[Future] = set()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub-config")
+    try:
+        for repo_id, sha in todo:
+            in_flight.add(pool.submit(fetch, repo_id, sha))
+            result.requested += 1
+            if len(in_flight) >= 4 * workers:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    emit(future)
+        for future in wait(in_flight).done:
+            emit(future)
+        writer.close()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        writer.abort()
+    result.files = writer.files[start:]
+    if progress is not None and result.requested:
+        progress(_fetch_line(result, meter, budget, total))
+    return result
+
+
+def _fetch_line(result: FetchResult, meter: _Meter, budget: RequestBudget | None,
+                total: int | None) -> str:
+    done = sum(result.outcomes.values())
+    rate = meter.rate(done)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.outcomes.items()))
+    line = f"crawl configs: {done}{f'/{total}' if total else ''} ({counts}), {rate:.1f} configs/s"
+    if budget is not None:
+        line += f", {budget.describe()}, waited {budget.waited:.0f}s for the budget"
+    if total and rate > 0 and total > done:
+        line += f", ETA {_duration((total - done) / rate)}"
+    return line
+
+
+class _Meter:
+    """Rates since the start and a progress line at most every ``every`` seconds."""
+
+    def __init__(self, progress: Callable[[str], None] | None, every: float) -> None:
+        self.progress, self.every = progress, every
+        self.started = self.last = time.monotonic()
+
+    def rate(self, count: int) -> float:
+        return count / max(time.monotonic() - self.started, 1e-9)
+
+    def tick(self, line: Callable[[], str]) -> None:
+        now = time.monotonic()
+        if self.progress is not None and now - self.last >= self.every:
+            self.last = now
+            self.progress(line())
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _utc_now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def read_json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def write_json_atomically(path: Path, value: Any) -> None:
+    """Replace ``path`` atomically: a kill leaves the old or the new text, never half."""
+    temp = path.with_name(f".{path.name}.tmp")
+    with open(temp, "w") as handle:
+        json.dump(value, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def _drop_unrecorded(out: Path, recorded: int) -> None:
+    """Remove listing files a killed run wrote after its last saved progress."""
+    for stale in out.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    for part in out.glob("part-*.jsonl.gz"):
+        if int(part.name[5:10]) >= recorded:
+            part.unlink()
 
 
 # ------------------------------------------------------------------ output files
@@ -439,10 +902,11 @@ def _output_folder(out_dir: str | Path) -> Path:
 class _PartWriter:
     """Streams lines into ``part-NNNNN.jsonl.gz`` files; a file appears only when complete."""
 
-    def __init__(self, out: Path, per_file: int) -> None:
+    def __init__(self, out: Path, per_file: int, start: int = 0) -> None:
         self.out = out
         self.per_file = per_file
-        self.files: list[Path] = []
+        self.start = start
+        self.files: list[Path] = [out / _PART.format(i) for i in range(start)]
         self._raw: Any = None
         self._gz: gzip.GzipFile | None = None
         self._lines = 0

@@ -7,8 +7,8 @@ Sources, all through the same parse-validate-merge path:
   and the snake_case spelling of ``huggingface_hub``'s ``ModelInfo`` and of the public
   Parquet dumps are both understood.
 * ``synthetic:N[,seed=S]``: a generated Hub of N models (:mod:`semfin_spark.synthetic`).
-* ``hub[:LIMIT]``: a crawl of the Hub at ``HF_ENDPOINT`` (:mod:`semfin_spark.hub_crawl`)
-  written as snapshot files inside the warehouse, then ingested as a snapshot.
+* ``hub[:LIMIT]``: an incremental crawl of the Hub at ``HF_ENDPOINT`` (:mod:`semfin_spark.crawl`):
+  listing and changed configs kept under ``<warehouse>/_crawl``, folded into records here.
 
 Implementation details:
     Lines are read by Spark (``text`` for JSON Lines, ``parquet`` re-serialised with
@@ -22,6 +22,7 @@ Implementation details:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import glob
 import hashlib
@@ -40,14 +41,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from semfin_spark.delta import DeltaStore
+from semfin_spark.repo_ids import is_valid_repo_id
 from semfin_spark.schemas import HUB_MODELS, INGEST_REJECTS
 from semfin_spark.settings import IngestSettings, Settings
 
 log = logging.getLogger(__name__)
 
-_REPO_ID = re.compile(r"^(?:[A-Za-z0-9_.\-]+/)?[A-Za-z0-9_.\-]+$")
-# Far beyond any real id (legacy ids of 257 characters exist); only absurd lengths go.
-_MAX_REPO_ID = 1024
 # Rejects that keep their model: a value was dropped or repaired, the rest stored.
 _FIELD_LEVEL_REASONS = ("invalid_card_data", "fetch_error", "invalid_utf8", "invalid_unicode",
                         "number_out_of_range", "time_out_of_range")
@@ -104,6 +103,7 @@ class IngestResult:
     version: int | None
     older: int = 0
     files_rejected: int = 0
+    crawl: dict[str, Any] | None = None  # a hub source's crawl: listed, fetched, deleted, ...
 
     def summary(self) -> str:
         return (f"ingest {self.source}: read {self.read}, written {self.written}, "
@@ -113,28 +113,6 @@ class IngestResult:
 
 
 # ------------------------------------------------------------------ parsing one record
-
-def is_valid_repo_id(repo_id: str) -> bool:
-    """True for a Hub model id: ``owner/name`` or a legacy ``name``.
-
-    Looser than ``huggingface_hub.utils.validate_repo_id`` on purpose: the Hub still
-    serves older repos whose names break today's creation rules (names over 96
-    characters, a leading ``_``, a ``.git`` suffix), and those are real models. What is
-    refused cannot be a repo: empty parts, ``.``/``..`` parts, more than one ``/``,
-    characters outside ``A-Za-z0-9_.-``, more than 1,024 characters (real legacy ids
-    reach 257).
-
-    Examples:
-        >>> is_valid_repo_id("meta-llama/Llama-3.1-8B"), is_valid_repo_id("gpt2")
-        (True, True)
-        >>> is_valid_repo_id("a/b/c"), is_valid_repo_id("x y/z"), is_valid_repo_id("../z")
-        (False, False, False)
-        >>> is_valid_repo_id("o/" + "n" * 255), is_valid_repo_id("o/" + "n" * 2000)
-        (True, False)
-    """
-    return (len(repo_id) <= _MAX_REPO_ID and bool(_REPO_ID.match(repo_id))
-            and not any(part in (".", "..") for part in repo_id.split("/")))
-
 
 def parse_record(text: str, settings: IngestSettings) -> dict[str, Any]:
     """Validate one snapshot record and return its typed ``hub_models`` values.
@@ -453,7 +431,9 @@ def _json_text(value: Any) -> str | None:
 
 # ------------------------------------------------------------------ executors: Arrow batches
 
-_PARSED_FIELDS = [f for f in HUB_MODELS.schema.fields if f.name not in ("source", "ingested_at")]
+# hub_models columns the ingest sets itself rather than reading them from a record.
+_RUN_COLUMNS = ("source", "ingested_at", "deleted_at")
+_PARSED_FIELDS = [f for f in HUB_MODELS.schema.fields if f.name not in _RUN_COLUMNS]
 PARSED_SCHEMA = T.StructType(
     [T.StructField("kind", T.StringType(), False)]
     + [T.StructField(f.name, f.dataType, True) for f in _PARSED_FIELDS]
@@ -726,32 +706,8 @@ def source_lines(spark: SparkSession, source: str, settings: Settings,
         lines = synthetic_records(spark, n, seed, block_size=settings.synthetic.block_size)
         return lines.select(F.col("value").cast("binary").alias("value"),
                             F.lit(f"synthetic:{n},seed={seed}").alias("source_file")), []
-    if kind == "hub":
-        crawled = crawl_into_warehouse(settings, arg, progress)
-        try:
-            files = snapshot_files(crawled)
-        except IngestError:  # an empty Hub, or a crawl that listed nothing
-            return spark.createDataFrame([], "value binary, source_file string"), []
-        return snapshot_lines(spark, files), files.rejected
     raise IngestError(f"unknown source {source!r}: use snapshot:PATH, synthetic:N[,seed=S] "
                       "or hub[:LIMIT]")
-
-
-def crawl_into_warehouse(settings: Settings, limit: str, progress: Callable[[str], None]) -> str:
-    """Crawl the Hub at ``settings.hub.endpoint`` into ``<warehouse>/_crawl/<time>``."""
-    from semfin_spark.hub_crawl import crawl_hub
-
-    if limit and not limit.isdigit():
-        raise IngestError(f"hub source limit must be a number, not {limit!r}")
-    out = os.path.join(settings.warehouse, "_crawl",
-                       dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
-    result = crawl_hub(out, endpoint=settings.hub.endpoint, token=settings.hub.token,
-                       limit=int(limit) if limit else None,
-                       page_size=settings.ingest.hub_page_size,
-                       workers=settings.ingest.hub_workers,
-                       max_retries=settings.ingest.hub_max_retries, progress=progress)
-    progress(f"crawl: {result.models} models, {result.configs} configs, {result.errors} errors")
-    return out
 
 
 # ------------------------------------------------------------------ the stage
@@ -787,16 +743,34 @@ def ingest(spark: SparkSession, store: DeltaStore, source: str, settings: Settin
         ConcurrentWriteError: another writer changed ``hub_models`` meanwhile; nothing of
             this run was committed to it and running again is safe.
     """
-    lines, bad_files = source_lines(spark, source, settings, progress)
+    kind, _, arg = source.partition(":")
+    run = None
+    if kind == "hub":
+        from semfin_spark.crawl import crawl, crawl_lines
+
+        if arg and not arg.isdigit():
+            raise IngestError(f"hub source limit must be a number, not {arg!r}")
+        run = crawl(spark, store, settings, int(arg) if arg else None, progress)
+        lines, bad_files = crawl_lines(spark, store, run), []
+    else:
+        lines, bad_files = source_lines(spark, source, settings, progress)
     for name, reason, detail in bad_files:
         progress(f"ingest {source}: refused {name}: {reason}: {detail}")
     cfg = settings.ingest
     parsed = (lines.mapInArrow(lambda it: parse_batches(it, cfg), PARSED_SCHEMA)
               .persist(StorageLevel.MEMORY_AND_DISK))
     try:
-        return _merge_parsed(store, parsed, source, bad_files, backfill, progress)
+        result = _merge_parsed(store, parsed, source, bad_files, backfill, progress)
     finally:
         parsed.unpersist()
+    if run is not None:
+        from semfin_spark.crawl import finish_crawl
+
+        record = finish_crawl(spark, store, run, settings, progress)
+        result = dataclasses.replace(result, crawl={**run.counts(), "new": record.new,
+                                                    "deleted": record.deleted,
+                                                    "reappeared": record.reappeared})
+    return result
 
 
 def _merge_parsed(store: DeltaStore, parsed: DataFrame, source: str,
@@ -855,7 +829,7 @@ def _classify(stored: DataFrame, models: DataFrame, backfill: bool) -> DataFrame
     # complete each other, the newest first; older copies give nothing.
     current = (F.col("last_modified").isNull()
                | (F.col("last_modified") == F.max("last_modified").over(Window.partitionBy(key))))
-    columns = [c for c in HUB_MODELS.columns if c not in ("id", "source", "ingested_at")]
+    columns = [c for c in HUB_MODELS.columns if c != "id" and c not in _RUN_COLUMNS]
     hashes = F.array_sort(F.collect_set(F.when(F.col("_current"), F.col("record_hash")))
                           .over(whole))
     merged_hash = (F.when(F.size(hashes) > 1, F.sha2(F.concat_ws(",", hashes), 256))
@@ -883,15 +857,22 @@ def _classify(stored: DataFrame, models: DataFrame, backfill: bool) -> DataFrame
 
 
 def _rows_to_write(stored: DataFrame, classified: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """The ``hub_models`` rows to write, and the ids they replace (old spellings included)."""
-    columns = [c for c in HUB_MODELS.columns if c not in ("source", "ingested_at")]
-    replace = classified.where("_status = 'replace'").select(*columns)
+    """The ``hub_models`` rows to write, and the ids they replace (old spellings included).
+
+    A newer record means the model exists (``deleted_at`` null); a record of the same
+    commit changes nothing about that (only a crawl's listing decides deletions).
+    """
+    columns = [c for c in HUB_MODELS.columns if c not in _RUN_COLUMNS]
+    replace = (classified.where("_status = 'replace'").select(*columns)
+               .withColumn("deleted_at", F.lit(None).cast("timestamp")))
     stored = stored.select(
-        F.lower("id").alias("_key"), *[F.col(c).alias(f"_stored_{c}") for c in columns])
+        F.lower("id").alias("_key"), *[F.col(c).alias(f"_stored_{c}")
+                                       for c in (*columns, "deleted_at")])
     filled = (classified.where("_status = 'fill'").select("_key", *columns)
               .join(stored, "_key", "inner")
               .select("id", *[F.coalesce(F.col(c), F.col(f"_stored_{c}")).alias(c)
-                              for c in columns if c != "id"]))
+                              for c in columns if c != "id"],
+                      F.col("_stored_deleted_at").alias("deleted_at")))
     keys = (classified.where("_status IN ('replace', 'fill')")
             .select(F.explode(F.array_distinct(F.array("id", "_stored_id"))).alias("id"))
             .where(F.col("id").isNotNull()))

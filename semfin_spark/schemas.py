@@ -74,6 +74,7 @@ HUB_MODELS = Table(
         _col("source", STR, "Where the record came from: `snapshot:<file>`, `synthetic:<n>,seed=<s>` or `hub:<endpoint>`."),
         _col("ingested_at", TS, "When this version of the record was written (UTC)."),
         _col("raw", STR, "The record as read, JSON text without config_json (truncated past ingest.raw_max_chars)."),
+        _col("deleted_at", TS, "When a crawl of the Hub first missed this model from its complete listing (UTC); null while listed. A model that reappears is listed again with null."),
     ]),
     ("id",),
     "One row per Hub model: its metadata as the Hub (or a snapshot of it) describes it.",
@@ -259,6 +260,26 @@ LICENSE_CONFLICTS = Table(
     "Lineage edges whose child licence breaks (or cannot be checked against) the parent's terms.",
 )
 
+CRAWL_STATE = Table(
+    "crawl_state",
+    StructType([
+        _col("model_key", STR, "Lower-cased repo id (the Hub matches ids ignoring case). Key.", False),
+        _col("id", STR, "The repo id as the last listing spelled it."),
+        _col("sha", STR, "Commit the last listing reported."),
+        _col("last_modified", TS, "`lastModified` the last listing reported (UTC)."),
+        _col("first_listed_at", TS, "When a crawl first listed the model (UTC)."),
+        _col("listed_at", TS, "When a crawl last listed it (the crawl's start, UTC)."),
+        _col("deleted_at", TS, "When a complete listing first missed it (UTC); null while listed."),
+        _col("config_status", STR, "Last config.json outcome: `fetched`, `not_json`, `absent` (no config.json), `gated`, `too_large`, `refused` (another 4xx), `failed` (429/5xx/timeout after retries: fetched again next crawl)."),
+        _col("config_sha", STR, "Commit the config outcome belongs to; a listing with another sha fetches again."),
+        _col("config_at", TS, "When that outcome was obtained (UTC)."),
+        _col("config_error", STR, "The reason, for outcomes other than fetched/not_json/absent."),
+        _col("crawl_id", STR, "The crawl that last listed the model (its folder under `<warehouse>/_crawl`)."),
+    ]),
+    ("model_key",),
+    "One row per model a crawl of the Hub has listed: what the crawler saw, so the next crawl fetches only what changed.",
+)
+
 RUNS = Table(
     "runs",
     StructType([
@@ -283,7 +304,7 @@ TABLES: dict[str, Table] = {
     for t in (
         HUB_MODELS, INGEST_REJECTS, CONFIG_FEATURES, FLATTEN_REJECTS, FLATTEN_STATE, MODEL_TAGS,
         MODEL_FILES, MODEL_FIELDS, MODEL_PARENTS, LINEAGE_EDGES, LINEAGE_COMPONENTS,
-        LINEAGE_CHAINS, LICENSE_CONFLICTS, RUNS,
+        LINEAGE_CHAINS, LICENSE_CONFLICTS, CRAWL_STATE, RUNS,
     )
 }
 

@@ -61,6 +61,43 @@ class IngestSettings:
     hub_page_size: int = 1000
 
 
+ACCOUNT_TIERS = ("anonymous", "free", "pro")
+
+
+@dataclass(frozen=True)
+class CrawlSettings:
+    tier: str = "auto"
+    api_per_window: Mapping[str, int] = field(
+        default_factory=lambda: {"anonymous": 500, "free": 1000, "pro": 2500})
+    resolves_per_window: Mapping[str, int] = field(
+        default_factory=lambda: {"anonymous": 3000, "free": 5000, "pro": 12000})
+    window_seconds: float = 300.0
+    pages_per_file: int = 10
+    configs_per_file: int = 1000
+    timeout_seconds: float = 30.0
+    progress_seconds: float = 30.0
+    retention_days: float = 7.0
+    max_deleted_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.tier != "auto" and self.tier not in ACCOUNT_TIERS:
+            raise SettingsError(f"setting crawl.tier must be auto or one of "
+                                f"{', '.join(ACCOUNT_TIERS)}, got {self.tier!r}")
+        for name in ("api_per_window", "resolves_per_window"):
+            limits = getattr(self, name)
+            for tier in ACCOUNT_TIERS:
+                value = limits.get(tier)
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise SettingsError(f"setting crawl.{name}.{tier} must be a positive whole "
+                                        f"number, got {value!r}")
+
+    def budget(self, has_token: bool) -> dict[str, int]:
+        """Requests per window by kind for the account tier (``auto``: free with a token,
+        else anonymous)."""
+        tier = self.tier if self.tier != "auto" else ("free" if has_token else "anonymous")
+        return {"api": self.api_per_window[tier], "resolve": self.resolves_per_window[tier]}
+
+
 @dataclass(frozen=True)
 class SyntheticSettings:
     block_size: int = 64
@@ -133,6 +170,7 @@ class Settings:
     delta: DeltaSettings = field(default_factory=DeltaSettings)
     graph: GraphSettings = field(default_factory=GraphSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    crawl: CrawlSettings = field(default_factory=CrawlSettings)
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     flatten: FlattenSettings = field(default_factory=FlattenSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -325,9 +363,11 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-_MAY_BE_ZERO = frozenset({"evaluate.seed", "delta.vacuum_retention_hours", "ingest.hub_max_retries"})
+_MAY_BE_ZERO = frozenset({"evaluate.seed", "delta.vacuum_retention_hours", "ingest.hub_max_retries",
+                          "crawl.retention_days", "crawl.max_deleted_fraction"})
 """Numeric settings for which 0 means something; every other limit must be positive."""
 _FRACTIONS = frozenset({"evaluate.test_fraction"})
+_AT_MOST_ONE = frozenset({"crawl.max_deleted_fraction"})
 
 
 def _coerce(value: Any, default: Any, name: str) -> Any:
@@ -350,11 +390,13 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
                                 f" and finite, got {value!r}")
         if name in _FRACTIONS and value >= 1:
             raise SettingsError(f"setting {name} must be below 1, got {value!r}")
+        if name in _AT_MOST_ONE and value > 1:
+            raise SettingsError(f"setting {name} must be at most 1, got {value!r}")
         return type(default)(value) if isinstance(default, float) else int(value)
     if isinstance(default, Mapping):
         if not isinstance(value, Mapping):
             raise SettingsError(f"setting {name} must be a mapping, got {value!r}")
-        return dict(value)
+        return {**default, **value}  # a file may set one entry and keep the others
     if value is not None and not isinstance(value, str):
         raise SettingsError(f"setting {name} must be text, got {value!r}")
     return value

@@ -76,6 +76,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
     methods: tuple[str, ...] = ("GET", "HEAD")
+    truncate: bool = False
     seen: int = 0
     fired: int = 0
 
@@ -130,6 +131,7 @@ class FakeHub:
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.next_link_base: str | None = None  # set to emit Link headers to another host
+        self.latency = 0.0
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -184,7 +186,8 @@ class FakeHub:
 
     def add_fault(self, path: str, *, status: int | None = 500, times: int | None = None,
                   after: int = 0, delay: float = 0.0, headers: Mapping[str, str] | None = None,
-                  body: bytes | None = None, methods: Iterable[str] = ("GET", "HEAD")) -> Fault:
+                  body: bytes | None = None, methods: Iterable[str] = ("GET", "HEAD"),
+                  truncate: bool = False) -> Fault:
         """Inject a fault into matching requests; rules are tried in the order added.
 
         Args:
@@ -197,15 +200,32 @@ class FakeHub:
             headers: Extra response headers, e.g. ``{"Retry-After": "1"}``.
             body: Response body; default a JSON ``{"error": ...}``.
             methods: HTTP methods the rule applies to.
+            truncate: Serve the normal answer but close the connection halfway through
+                its body (``Content-Length`` promises all of it); ``status`` is ignored.
 
         Returns:
             The rule; its ``fired`` attribute counts the requests it answered.
         """
-        fault = Fault(path=path, status=status, times=times, after=after, delay=delay,
-                      headers=dict(headers or {}), body=body, methods=tuple(methods))
+        fault = Fault(path=path, status=None if truncate else status, times=times, after=after,
+                      delay=delay, headers=dict(headers or {}), body=body,
+                      methods=tuple(methods), truncate=truncate)
         with self._lock:
             self.faults.append(fault)
         return fault
+
+    def set_models(self, models: Iterable[Mapping[str, Any]],
+                   configs: Mapping[str, str | bytes] | None = None) -> None:
+        """Replace what the Hub holds (a model changed, vanished or came back), and the
+        configs of the models given in ``configs``."""
+        with self._lock:
+            self.models = [dict(m) for m in models]
+            self._by_id = {m["id"]: m for m in self.models}
+            for key, value in (configs or {}).items():
+                self.configs[key] = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+    def set_latency(self, seconds: float) -> None:
+        """Delay every answer by ``seconds`` (a Hub far away)."""
+        self.latency = seconds
 
     def requests_to(self, path_regex: str, method: str | None = None) -> list[RecordedRequest]:
         """Recorded requests whose path matches ``path_regex`` (and method, when given)."""
@@ -231,8 +251,10 @@ class FakeHub:
                     return fault
         return None
 
-    def respond(self, req: RecordedRequest) -> tuple[int, dict[str, str], bytes]:
-        """The answer to one request: (status, headers, body)."""
+    def respond(self, req: RecordedRequest) -> tuple[int, dict[str, str], bytes, bool]:
+        """The answer to one request: (status, headers, body, truncate)."""
+        if self.latency:
+            time.sleep(self.latency)
         fault = self._fault_for(req.method, req.path)
         if fault is not None:
             if fault.delay:
@@ -240,7 +262,13 @@ class FakeHub:
             if fault.status is not None:
                 body = fault.body if fault.body is not None else json.dumps(
                     {"error": f"injected HTTP {fault.status}"}).encode()
-                return fault.status, {"Content-Type": "application/json", **fault.headers}, body
+                return fault.status, {"Content-Type": "application/json", **fault.headers}, body, False
+        status, headers, body = self._answer(req)
+        if fault is not None:
+            headers = {**headers, **fault.headers}
+        return status, headers, body, fault is not None and fault.truncate
+
+    def _answer(self, req: RecordedRequest) -> tuple[int, dict[str, str], bytes]:
         auth = req.headers.get("authorization")
         if (self.valid_tokens is not None and auth is not None
                 and auth.removeprefix("Bearer ") not in self.valid_tokens):
@@ -356,7 +384,7 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         req = self.fake_hub._record(method, self.path, dict(self.headers.items()))
-        status, headers, body = self.fake_hub.respond(req)
+        status, headers, body, truncate = self.fake_hub.respond(req)
         req.status = status
         try:
             self.send_response(status)
@@ -365,7 +393,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if method != "HEAD":
-                self.wfile.write(body)
+                self.wfile.write(body[: len(body) // 2] if truncate else body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client timed out and left
 

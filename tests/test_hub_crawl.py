@@ -24,7 +24,8 @@ from huggingface_hub.errors import GatedRepoError, RemoteEntryNotFoundError, Rep
 from huggingface_hub.utils._http import default_client_factory, hf_request_event_hook
 
 from hub_server import FakeHub
-from semfin_spark.hub_crawl import CrawlResult, HubCrawlError, crawl_hub
+from semfin_spark.hub_crawl import (CrawlResult, HubCrawlError, RequestBudget, crawl_hub,
+                                    fetch_configs_into)
 
 TOKEN = "hf_TESTtokenDoNotLeak0123456789"
 FAST = {"backoff_base": 0.001, "backoff_max": 0.01, "progress": None}
@@ -434,3 +435,87 @@ def test_real_ids_longer_than_today_s_rule_are_crawled(shared_data, tmp_path):
     assert (result.models, result.configs, result.errors) == (20, 20, 0)
     assert {i: json.loads(r["config_json"]) for i, r in rows.items()} == \
         {i: json.loads(t) for i, t in configs.items()}
+
+
+# ------------------------------------------------------------------ the request budget
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_budget_spreads_requests_over_the_window():
+    clock = FakeClock()
+    budget = RequestBudget({"api": 3, "resolve": 100}, window=300, clock=clock, sleep=clock.sleep)
+    for _ in range(7):
+        budget.acquire("api")
+    # 3 per 300 s: the 4th request waits for the window to move on, the 7th for the next.
+    assert clock.now == pytest.approx(1600.0)
+    assert budget.used("api") == 1 and budget.used("resolve") == 0
+    assert budget.waited == pytest.approx(600.0)
+
+
+def test_budget_takes_the_hubs_word_over_the_configured_tier():
+    clock = FakeClock()
+    budget = RequestBudget({"api": 1000, "resolve": 5000}, clock=clock, sleep=clock.sleep)
+    budget.acquire("resolve")
+    budget.observe("resolve", {"RateLimit": '"resolvers";r=0;t=42',
+                               "RateLimit-Policy": '"fixed window";"resolvers";q=3000;w=300'})
+    budget.acquire("resolve")  # the Hub says nothing remains for 42 s
+    assert clock.now == pytest.approx(1042.0)
+    assert budget.limit("resolve") == 3000  # an anonymous account, not the free tier
+    assert budget.describe() == "api 0/1000, resolve 2/3000 per 300s"
+
+
+def test_crawl_waits_when_the_hub_says_the_budget_is_spent(hub, records, tmp_path):
+    """A RateLimit header with nothing remaining holds every worker until the reset."""
+    hub.add_fault(r"/resolve/", status=None, times=1,
+                  headers={"RateLimit": '"resolvers";r=0;t=1',
+                           "RateLimit-Policy": '"fixed window";"resolvers";q=3000;w=300'})
+    todo = [(r["id"], r["sha"]) for r in records if any(
+        s.get("rfilename") == "config.json" for s in r.get("siblings") or [])][:6]
+    budget = RequestBudget({"api": 1000, "resolve": 5000})
+    result = fetch_configs_into(tmp_path, todo, endpoint=hub.url, workers=1, budget=budget,
+                                progress=None)
+    times = [r.time for r in hub.requests_to(r"/resolve/")]
+    assert result.outcomes == {"fetched": 6}
+    assert times[1] - times[0] >= 0.9  # waited for the reset the Hub announced
+    assert budget.limit("resolve") == 3000
+
+
+def test_truncated_config_body_is_retried(hub, records, configs, tmp_path):
+    hub.add_fault(r"/resolve/", truncate=True, times=2)
+    result = crawl_hub(tmp_path / "crawl", endpoint=hub.url, **FAST)
+    assert (result.models, result.configs, result.errors) == (30, 20, 0)
+    assert {r["id"]: r["config_json"] for r in read_output(tmp_path / "crawl")
+            if r["config_json"]} == configs
+
+
+def test_config_answers_name_their_outcome(records, configs, tmp_path):
+    ids = config_ids(records)
+    served = {**configs, ids[1]: "{not json", ids[2]: "x" * 2000}
+    del served[ids[0]]
+    with FakeHub(records, served, gated=[ids[3]]) as server:
+        server.add_fault(rf"^/{re.escape(ids[4])}/resolve/", status=503)
+        server.add_fault(rf"^/{re.escape(ids[5])}/resolve/", status=410)
+        todo = [(i, None) for i in ids[:7]] + [("not a/repo id", None)]
+        fetch_configs_into(tmp_path, todo, endpoint=server.url, max_retries=1,
+                           max_config_bytes=1000, progress=None, backoff_base=0.001)
+    answers = {}
+    for part in (tmp_path / "configs").glob("part-*.jsonl.gz"):
+        answers.update({a["id"]: a for a in map(json.loads, gzip.open(part, "rt"))})
+    assert {i: answers[i]["status"] for i in answers} == {
+        ids[0]: "absent", ids[1]: "not_json", ids[2]: "too_large", ids[3]: "gated",
+        ids[4]: "failed", ids[5]: "refused", ids[6]: "fetched", "not a/repo id": "refused"}
+    assert answers[ids[1]]["config_json"] == "{not json"
+    assert answers[ids[4]]["error"] == "config.json: HTTP 503 after 1 retries"
+    assert answers["not a/repo id"]["error"] == "config.json: not a repo id"

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from semfin_spark import synthetic
-from semfin_spark.ingest import is_valid_repo_id
+from semfin_spark.repo_ids import is_valid_repo_id
 from semfin_spark.synthetic import (generate_block, generate_block_lines, parse_spec,
                                     synthetic_records)
 
