@@ -52,34 +52,41 @@ def generated_hub(n: int) -> tuple[list[dict], dict[str, str]]:
 
 
 def change_rates() -> dict[str, dict[str, float]]:
-    """Share of a snapshot's models modified within 1, 7 and 30 days of its newest date."""
+    """Share of a snapshot's models modified within 1, 7 and 30 days of its newest date,
+    and the share whose listing names a config.json."""
     out = {}
     for name in ("hub2025_trees.jsonl.gz", "hub2022_dev.jsonl.gz"):
-        stamps = []
+        stamps, with_config, total = [], 0, 0
         with gzip.open(SHARED / name, "rt", encoding="utf-8") as lines:
             for line in lines:
-                value = json.loads(line).get("lastModified")
+                record = json.loads(line)
+                total += 1
+                with_config += any(isinstance(s, dict) and s.get("rfilename") == "config.json"
+                                   for s in record.get("siblings") or [])
+                value = record.get("lastModified")
                 if isinstance(value, str):
                     stamps.append(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
         newest = max(stamps)
         shares = {f"within_{d}d": sum(newest - s <= dt.timedelta(days=d) for s in stamps) / len(stamps)
                   for d in (1, 7, 30)}
         shares["per_day_from_30d"] = shares["within_30d"] / 30
-        shares["models"] = len(stamps)
+        shares["models"] = total
+        shares["with_config"] = with_config / total
         shares["newest"] = newest.isoformat()
         out[name] = shares
     return out
 
 
-def plan(per_day: float) -> list[dict]:
-    """Hours for a first full crawl and for a night at each tier's budget."""
+def plan(per_day: float, config_share: float) -> list[dict]:
+    """Hours for a first full crawl and for a night at each tier's budget (the listing,
+    then the downloads: one after the other)."""
     rows = []
     pages = HUB_MODELS_2026 / 1000
-    changed = HUB_MODELS_2026 * per_day
+    changed = HUB_MODELS_2026 * per_day * config_share
     for tier, (api, resolves) in TIERS.items():
         listing = pages / api * WINDOW
-        first = max(listing, HUB_MODELS_2026 / resolves * WINDOW)
-        night = max(listing, changed / resolves * WINDOW)
+        first = listing + HUB_MODELS_2026 * config_share / resolves * WINDOW
+        night = listing + changed / resolves * WINDOW
         rows.append({"tier": tier, "api_per_5min": api, "resolves_per_5min": resolves,
                      "listing_h": listing / 3600, "first_full_crawl_h": first / 3600,
                      "changed_per_night": round(changed), "night_h": night / 3600})
@@ -117,7 +124,7 @@ def main() -> None:
     rates = change_rates()
     per_day = rates["hub2025_trees.jsonl.gz"]["per_day_from_30d"]
     figures["change_rates"] = rates
-    figures["plan"] = plan(per_day)
+    figures["plan"] = plan(per_day, rates["hub2025_trees.jsonl.gz"]["with_config"])
     Path(args.out).write_text(json.dumps(figures, indent=2, default=str))
 
     print(f"{'models':>8} {'latency':>8} {'listed/s':>9} {'configs/s':>10}")
@@ -126,11 +133,13 @@ def main() -> None:
     for name, shares in rates.items():
         print(f"{name}: modified within 1 d {shares['within_1d']:.1%}, 7 d {shares['within_7d']:.1%}, "
               f"30 d {shares['within_30d']:.1%} (~{shares['per_day_from_30d']:.2%} a day)")
-    print(f"\nplan for {HUB_MODELS_2026:,} models, ~{per_day:.2%} changing a day:")
-    print(f"{'tier':>10} {'listing':>9} {'first crawl':>12} {'night':>8}")
+    share = rates["hub2025_trees.jsonl.gz"]["with_config"]
+    print(f"\nplan for {HUB_MODELS_2026:,} models, {share:.0%} with a config.json, "
+          f"~{per_day:.2%} changing a day:")
+    print(f"{'tier':>10} {'listing':>9} {'first crawl':>12} {'configs/night':>14} {'night':>8}")
     for row in figures["plan"]:
         print(f"{row['tier']:>10} {row['listing_h']:>8.2f}h {row['first_full_crawl_h']:>11.1f}h "
-              f"{row['night_h']:>7.2f}h")
+              f"{row['changed_per_night']:>14} {row['night_h']:>7.2f}h")
     print(f"\nwrote {args.out}")
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -102,6 +103,7 @@ class CrawlRun:
                 "listed": self.listing.models if self.listing else 0,
                 "complete": bool(self.listing and self.listing.complete),
                 "to_fetch": self.to_fetch, "unchanged": self.unchanged,
+                "fetch_deferred": self.to_fetch - self.fetch.requested,
                 **{f"config_{k}": v for k, v in sorted(self.fetch.outcomes.items())}}
 
 
@@ -147,9 +149,17 @@ def crawl(spark: SparkSession, store: DeltaStore, settings: Settings, limit: int
                  f"fetch, {run.unchanged} unchanged since the last crawl")
         if run.to_fetch:
             pairs = ((r["id"], r["sha"]) for r in todo.toLocalIterator())
+            deadline = (time.monotonic() + cfg.max_fetch_minutes * 60
+                        if cfg.max_fetch_minutes else None)
             run.fetch = fetch_configs_into(run.folder, pairs, total=run.to_fetch,
                                            workers=settings.ingest.hub_workers,
-                                           configs_per_file=cfg.configs_per_file, **common)
+                                           configs_per_file=cfg.configs_per_file,
+                                           deadline=deadline, **common)
+            if run.fetch.stopped_at_deadline:
+                left = run.to_fetch - run.fetch.requested
+                progress(f"crawl {run.crawl_id}: crawl.max_fetch_minutes="
+                         f"{cfg.max_fetch_minutes:g} reached; {left} configs are left for the "
+                         "next crawl (their models are ingested without one meanwhile)")
     finally:
         todo.unpersist()
     return run

@@ -709,11 +709,13 @@ class FetchResult:
         files: The config files written by this run.
         requested: Models whose ``config.json`` was asked for.
         outcomes: Count per :class:`ConfigOutcome` status.
+        stopped_at_deadline: The deadline came before the end of ``todo``.
     """
 
     files: list[Path] = field(default_factory=list)
     requested: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    stopped_at_deadline: bool = False
 
 
 def fetch_configs_into(folder: str | Path, todo: Iterable[tuple[str, str | None]], *,
@@ -723,7 +725,8 @@ def fetch_configs_into(folder: str | Path, todo: Iterable[tuple[str, str | None]
                        backoff_base: float = 1.0, backoff_max: float = 60.0,
                        max_config_bytes: int = 8_000_000, budget: RequestBudget | None = None,
                        progress: Callable[[str], None] | None = print,
-                       progress_seconds: float = 30.0) -> FetchResult:
+                       progress_seconds: float = 30.0,
+                       deadline: float | None = None) -> FetchResult:
     """Fetch ``config.json`` of each (repo id, commit) into ``<folder>/configs/``.
 
     Each line is ``{"id", "sha", "status", "error", "at", "config_json"}`` (``status`` as
@@ -739,6 +742,8 @@ def fetch_configs_into(folder: str | Path, todo: Iterable[tuple[str, str | None]
         workers: Concurrent downloads.
         configs_per_file: Answers per file.
         budget: The request budget (downloads count as ``resolve``).
+        deadline: A ``time.monotonic()`` after which no new download starts (those under
+            way finish); the rest is left for the next crawl. None: no deadline.
         Others: as for :func:`crawl_hub`.
 
     Returns:
@@ -785,6 +790,9 @@ def fetch_configs_into(folder: str | Path, todo: Iterable[tuple[str, str | None]
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub-config")
     try:
         for repo_id, sha in todo:
+            if deadline is not None and time.monotonic() >= deadline:
+                result.stopped_at_deadline = True
+                break
             in_flight.add(pool.submit(fetch, repo_id, sha))
             result.requested += 1
             if len(in_flight) >= 4 * workers:

@@ -78,6 +78,7 @@ class CrawlSettings:
     progress_seconds: float = 30.0
     retention_days: float = 7.0
     max_deleted_fraction: float = 0.2
+    max_fetch_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         if self.tier != "auto" and self.tier not in ACCOUNT_TIERS:
@@ -364,7 +365,8 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
 
 
 _MAY_BE_ZERO = frozenset({"evaluate.seed", "delta.vacuum_retention_hours", "ingest.hub_max_retries",
-                          "crawl.retention_days", "crawl.max_deleted_fraction"})
+                          "crawl.retention_days", "crawl.max_deleted_fraction",
+                          "crawl.max_fetch_minutes"})
 """Numeric settings for which 0 means something; every other limit must be positive."""
 _FRACTIONS = frozenset({"evaluate.test_fraction"})
 _AT_MOST_ONE = frozenset({"crawl.max_deleted_fraction"})

@@ -357,3 +357,30 @@ def test_an_older_warehouse_gains_the_deleted_at_column(spark, tmp_path, setting
     assert "deleted_at" in raw.columns
     assert sorted(r.id for r in raw.collect()) == ["a/old", "b/new"]
     assert raw.where(F.col("deleted_at").isNotNull()).count() == 0
+
+
+def test_a_first_crawl_spread_over_nights_by_max_fetch_minutes(spark, real_hub, tmp_path):
+    """With a fetch deadline, a crawl ingests what it has; the next fetches only the rest."""
+    records, configs = real_hub
+    records = records[:400]
+    served = {r["id"]: configs[r["id"]] for r in records if r["id"] in configs}
+    with FakeHub(records, served) as hub:
+        hub.add_fault(r"/resolve/", status=None, delay=0.05)
+        settings = crawl_settings(tmp_path / "wh", hub.url, **{"crawl.max_fetch_minutes": 0.01})
+        store = DeltaStore.from_settings(spark, settings)
+        lines: list[str] = []
+        first = ingest(spark, store, "hub", settings, progress=lines.append)
+        after_first = sum(r.config_json is not None for r in store.read(HUB_MODELS).collect())
+        asked_first = len(hub.requests_to(r"/resolve/"))
+        hub.faults.clear()
+        second = ingest(spark, store, "hub", settings.replace(
+            crawl=settings.crawl.__class__()), progress=lines.append)
+        asked_second = len(hub.requests_to(r"/resolve/")) - asked_first
+    assert 0 < first.crawl["fetch_deferred"] < len(served)
+    assert any("configs are left for the next crawl" in line for line in lines)
+    assert store.read(HUB_MODELS).count() == 400  # every model ingested the first night
+    assert after_first == asked_first == len(served) - first.crawl["fetch_deferred"]
+    assert asked_second == first.crawl["fetch_deferred"]  # only the rest
+    rows = {r.id: r.config_json for r in store.read(HUB_MODELS).collect()}
+    assert {i: rows[i] for i in served} == served
+    assert second.crawl["fetch_deferred"] == 0
