@@ -219,6 +219,38 @@ def _tables_args(p: argparse.ArgumentParser) -> None:
     pass
 
 
+def _snapshot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="empty local folder for the snapshot files")
+    p.add_argument("--limit", type=int, help="stop after this many models")
+    p.add_argument("--no-configs", action="store_true", help="the listing only, no config.json")
+
+
+def _snapshot(settings: Settings, args: argparse.Namespace) -> int:
+    """Crawl the Hub into snapshot files, without Spark or a warehouse (for a warehouse on
+    object storage: crawl here, copy the folder, ingest it with --source snapshot:)."""
+    from semfin_spark.hub_crawl import HubCrawlError, RequestBudget, crawl_hub
+
+    cfg = settings.crawl
+    try:
+        result = crawl_hub(args.out, endpoint=settings.hub.endpoint, token=settings.hub.token,
+                           limit=args.limit, page_size=settings.ingest.hub_page_size,
+                           workers=settings.ingest.hub_workers,
+                           max_retries=settings.ingest.hub_max_retries,
+                           fetch_configs=not args.no_configs, timeout=cfg.timeout_seconds,
+                           budget=RequestBudget(cfg.budget(bool(settings.hub.token)),
+                                                cfg.window_seconds),
+                           progress=progress)
+    except HubCrawlError as exc:
+        _error("snapshot", exc)
+        return EXIT_UNREACHABLE
+    except (FileExistsError, ValueError, OSError) as exc:
+        _error("snapshot", exc)
+        return EXIT_USAGE
+    print(json.dumps({"models": result.models, "configs": result.configs,
+                      "errors": result.errors, "files": [str(f) for f in result.files]}))
+    return EXIT_OK
+
+
 def _tables(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
     import os
 
@@ -254,7 +286,11 @@ STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable
                 _nightly_args, _nightly),
     "sql": ("run a Spark SQL query over the warehouse's tables", _sql_args, _sql),
     "tables": ("list the warehouse's tables with version and row count", _tables_args, _tables),
+    "snapshot": ("crawl the Hub into snapshot files (no Spark, no warehouse): every model and "
+                 "its config.json", _snapshot_args, _snapshot),
 }
+# Stages that need neither Spark nor the warehouse.
+DRIVER_ONLY_STAGES = frozenset({"snapshot"})
 
 
 # ------------------------------------------------------------------ main
@@ -301,6 +337,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     from semfin_spark.runs import WarehouseLocked, warehouse_lock
 
+    if args.stage in DRIVER_ONLY_STAGES:
+        return STAGES[args.stage][2](settings, args)
     with ExitStack() as held:
         if args.stage in WRITING_STAGES:
             try:

@@ -121,3 +121,27 @@ def test_an_unreachable_hub_is_a_clear_error_without_the_credentials(tmp_path):
     assert "listing page 1" in proc.stderr and "***@127.0.0.1" in proc.stderr
     assert "s3cr3t-pass" not in output and "SecretTokenValue" not in output
     assert "Traceback" not in output
+
+
+def test_snapshot_crawls_the_hub_into_files_without_spark(tmp_path, monkeypatch, capsys,
+                                                          shared_data):
+    """`semfin snapshot --out DIR`: the files a remote warehouse ingests with snapshot:."""
+    import gzip
+    import json
+
+    from hub_server import FakeHub
+    from semfin_spark.cli import EXIT_USAGE, main
+
+    with gzip.open(shared_data / "hub2025_trees.jsonl.gz", "rt") as lines:
+        records = [json.loads(next(lines)) for _ in range(12)]
+    with FakeHub(records, {r["id"]: '{"model_type": "bert"}' for r in records}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        assert main(["snapshot", "--out", str(tmp_path / "snap"), "--limit", "10"]) == 0
+        again = main(["snapshot", "--out", str(tmp_path / "snap")])
+        assert not any(r.headers.get("authorization") for r in hub.requests)
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert out["models"] == 10 and len(out["files"]) == 1
+    with gzip.open(out["files"][0], "rt") as lines:
+        assert [json.loads(line)["id"] for line in lines] == [r["id"] for r in records[:10]]
+    assert again == EXIT_USAGE  # never mixes two crawls in one folder
