@@ -51,6 +51,14 @@ _NO_DATA_CHANGE = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
 """Delta operations that commit a version without changing any row."""
 
 
+# Set on every table when it is created, so they hold whichever cluster writes them:
+# each commit writes files binned to a sensible size (optimized writes), and a commit
+# that leaves many small files is followed by a compaction (auto compaction). The
+# nightly's upkeep still runs OPTIMIZE. Readers outside Spark ignore these properties.
+TABLE_PROPERTIES = {"delta.autoOptimize.optimizeWrite": "true",
+                    "delta.autoOptimize.autoCompact": "true"}
+
+
 class DeltaError(RuntimeError):
     """A Delta table cannot be read or written as asked (missing table, missing jars, ...)."""
 
@@ -361,6 +369,9 @@ class DeltaStore:
             self._add_declared_columns(table)
         writer = (df.write.format("delta").mode(mode)
                   .option("userMetadata", _metadata_text(operation, metadata)))
+        if before is None or mode == "overwrite":
+            for key, value in TABLE_PROPERTIES.items():  # kept by the table from its creation
+                writer = writer.option(key, value)
         if mode == "overwrite":
             writer = writer.option("overwriteSchema", "true")
         with self._committing(table, operation, None, set_metadata=False):

@@ -131,6 +131,26 @@ def test_writes_make_few_files_and_optimize_compacts_them(spark, store):
     assert store.history(MODEL_TAGS)[0]["operation"] == "OPTIMIZE"
 
 
+def test_tables_bin_their_files_whatever_the_cluster_sets(spark, store):
+    """A cluster without the embedded defaults (no optimized-writes setting in its
+    session) still writes few files: the property is the table's, set at its creation.
+    (A session that sets it to false on purpose wins over the table, as Delta intends.)"""
+    key = "spark.databricks.delta.optimizeWrite.enabled"
+    previous = spark.conf.get(key, None)
+    spark.conf.unset(key)
+    try:
+        many = tags_df(spark, [(f"m/{i}", "t", "other", "t") for i in range(2000)]).repartition(16)
+        store.overwrite(MODEL_TAGS, many)
+        store.upsert(MODEL_TAGS, tags_df(spark, [(f"n/{i}", "t", "other", "t")
+                                                 for i in range(500)]).repartition(16))
+    finally:
+        spark.conf.unset(key) if previous is None else spark.conf.set(key, previous)
+    properties = spark.sql(f"DESCRIBE DETAIL delta.`{store.path(MODEL_TAGS)}`").first().properties
+    assert properties["delta.autoOptimize.optimizeWrite"] == "true"
+    assert properties["delta.autoOptimize.autoCompact"] == "true"
+    assert len(DeltaTable(store.path(MODEL_TAGS)).file_uris()) <= 3  # not 16 + 16
+
+
 def test_vacuum_removes_files_no_version_needs(spark, store):
     store.overwrite(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]))
     store.overwrite(MODEL_TAGS, tags_df(spark, [("b/y", "de", "language", "de")]))
