@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "PyYAML==6.0.3",
     "huggingface_hub==2.4.0",
     "mlflow==3.17.2",
+    # CycloneDX 1.6 schemas and validator for the AI Bills of Materials (semfin aibom).
+    "cyclonedx-python-lib[json-validation]==11.6.0",
 ]
 
 EXTRAS_REQUIRE = {

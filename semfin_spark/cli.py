@@ -219,6 +219,29 @@ def _tables_args(p: argparse.ArgumentParser) -> None:
     pass
 
 
+def _aibom_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_id", help="the model's Hub id (owner/name)")
+    p.add_argument("--out", help="write the BOM here (default: print it)")
+
+
+def _aibom(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.aibom import InvalidBomError, model_bom
+
+    try:
+        bom = model_bom(spark, store, args.model_id, max_depth=settings.lineage.max_depth)
+    except InvalidBomError as exc:  # never written: a bug to report, not a file to ship
+        _error("aibom", exc)
+        return EXIT_ERROR
+    text = json.dumps(bom, indent=2, ensure_ascii=False)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        progress(f"aibom: wrote {args.out} (CycloneDX 1.6, validated)")
+    else:
+        print(text)
+    return EXIT_OK
+
+
 def _snapshot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="empty local folder for the snapshot files")
     p.add_argument("--limit", type=int, help="stop after this many models")
@@ -286,6 +309,8 @@ STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable
                 _nightly_args, _nightly),
     "sql": ("run a Spark SQL query over the warehouse's tables", _sql_args, _sql),
     "tables": ("list the warehouse's tables with version and row count", _tables_args, _tables),
+    "aibom": ("write a model's CycloneDX 1.6 AI Bill of Materials with its whole lineage",
+              _aibom_args, _aibom),
     "snapshot": ("crawl the Hub into snapshot files (no Spark, no warehouse): every model and "
                  "its config.json", _snapshot_args, _snapshot),
 }
@@ -390,11 +415,12 @@ def _run_stage(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _data_errors() -> tuple[type[BaseException], ...]:
+    from semfin_spark.aibom import AibomError
     from semfin_spark.impute import ImputeError
     from semfin_spark.ingest import IngestError
     from semfin_spark.sql import MissingTableError
 
-    return (IngestError, ImputeError, MissingTableError, FileNotFoundError)
+    return (IngestError, ImputeError, MissingTableError, AibomError, FileNotFoundError)
 
 
 if __name__ == "__main__":
