@@ -397,10 +397,6 @@ class ConfigOutcome:
     status: str
     error: str | None = None
 
-    @property
-    def transient(self) -> bool:
-        return self.status == "failed"
-
 
 def _is_json_object(body: bytes) -> bool:
     try:
@@ -763,24 +759,24 @@ def fetch_configs_into(folder: str | Path, todo: Iterable[tuple[str, str | None]
     result = FetchResult()
     meter = _Meter(progress, progress_seconds)
 
-    def fetch(repo_id: str, sha: str | None) -> bytes:
+    def fetch(repo_id: str, sha: str | None) -> tuple[bytes, str]:
+        """The answer's line and its status."""
         revision = sha if isinstance(sha, str) and _COMMIT.match(sha) else "main"
         if not is_valid_repo_id(repo_id):  # never turned into a URL
-            return _json_line({"id": repo_id, "sha": sha, "status": "refused",
-                               "error": "config.json: not a repo id", "at": _utc_now(),
-                               "config_json": None})
-        try:
-            text, outcome = client.config_outcome(repo_id, revision, max_config_bytes)
-        except Exception as exc:  # noqa: BLE001 - one odd model never stops a crawl
-            text, outcome = None, ConfigOutcome(
-                "failed", f"config.json: {type(exc).__name__}: {redact(str(exc))[:300]}")
+            text, outcome = None, ConfigOutcome("refused", "config.json: not a repo id")
+        else:
+            try:
+                text, outcome = client.config_outcome(repo_id, revision, max_config_bytes)
+            except Exception as exc:  # noqa: BLE001 - one odd model never stops a crawl
+                text, outcome = None, ConfigOutcome(
+                    "failed", f"config.json: {type(exc).__name__}: {redact(str(exc))[:300]}")
         return _json_line({"id": repo_id, "sha": sha, "status": outcome.status,
-                           "error": outcome.error, "at": _utc_now(), "config_json": text})
+                           "error": outcome.error, "at": _utc_now(),
+                           "config_json": text}), outcome.status
 
     def emit(future: Future) -> None:
-        line = future.result()
+        line, status = future.result()
         writer.write(line)
-        status = orjson.loads(line)["status"]
         result.outcomes[status] = result.outcomes.get(status, 0) + 1
         meter.tick(lambda: _fetch_line(result, meter, budget, total))
 
