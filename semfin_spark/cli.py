@@ -253,15 +253,14 @@ def _snapshot(settings: Settings, args: argparse.Namespace) -> int:
     object storage: crawl here, copy the folder, ingest it with --source snapshot:)."""
     from semfin_spark.hub_crawl import HubCrawlError, RequestBudget, crawl_hub
 
-    cfg = settings.crawl
     try:
         result = crawl_hub(args.out, endpoint=settings.hub.endpoint, token=settings.hub.token,
                            limit=args.limit, page_size=settings.ingest.hub_page_size,
                            workers=settings.ingest.hub_workers,
                            max_retries=settings.ingest.hub_max_retries,
-                           fetch_configs=not args.no_configs, timeout=cfg.timeout_seconds,
-                           budget=RequestBudget(cfg.budget(bool(settings.hub.token)),
-                                                cfg.window_seconds),
+                           fetch_configs=not args.no_configs,
+                           timeout=settings.crawl.timeout_seconds,
+                           budget=RequestBudget.from_settings(settings),
                            progress=progress)
     except HubCrawlError as exc:
         _error("snapshot", exc)

@@ -56,7 +56,7 @@ from semfin_spark.hub_crawl import (
 )
 from semfin_spark.redaction import redact
 from semfin_spark.schemas import CRAWL_STATE, HUB_MODELS
-from semfin_spark.settings import Settings
+from semfin_spark.settings import Settings, local_path
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def crawl(spark: SparkSession, store: DeltaStore, settings: Settings, limit: int
     """
     run = _plan(settings, limit)
     cfg, hub = settings.crawl, settings.hub
-    budget = RequestBudget(cfg.budget(bool(hub.token)), cfg.window_seconds)
+    budget = RequestBudget.from_settings(settings)
     state = store.read(CRAWL_STATE)
     expected = state.where("deleted_at IS NULL").count() if store.exists(CRAWL_STATE) else None
     progress(f"crawl {run.crawl_id}: {'resuming' if run.resumed else 'starting'} at "
@@ -273,9 +273,12 @@ def finish_crawl(spark: SparkSession, store: DeltaStore, run: CrawlRun, settings
         F.col("_old_deleted_at").isNotNull().alias("_reappeared"),
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        missing = (old.where("deleted_at IS NULL").join(listed.select("model_key"), "model_key",
-                                                       "left_anti"))
-        n_missing, n_known = missing.count(), old.where("deleted_at IS NULL").count()
+        known = (old.where("deleted_at IS NULL")
+                 .join(listed.select("model_key", F.lit(True).alias("_listed")), "model_key", "left"))
+        missing = known.where("_listed IS NULL").drop("_listed")
+        counted = known.agg(F.count("*").alias("known"),
+                            F.count(F.when(F.col("_listed").isNull(), 1)).alias("missing")).first()
+        n_missing, n_known = counted["missing"], counted["known"]
         refused = False
         if not (run.listing and run.listing.complete):
             missing = missing.limit(0)
@@ -311,13 +314,12 @@ def finish_crawl(spark: SparkSession, store: DeltaStore, run: CrawlRun, settings
 
 
 def _plan(settings: Settings, limit: int | None) -> CrawlRun:
-    warehouse = settings.warehouse
-    if warehouse.startswith("file://"):
-        warehouse = warehouse[len("file://"):]
-    elif "://" in warehouse:
+    warehouse = local_path(settings.warehouse)
+    if warehouse is None:
         raise CrawlError(f"the Hub crawl keeps its files in the warehouse, which must then be a "
-                         f"local folder, not {warehouse}; crawl on a machine with a local "
-                         "warehouse, or ingest a snapshot (--source snapshot:PATH)")
+                         f"local folder, not {settings.warehouse}; crawl on a machine with a "
+                         "local warehouse, or run `semfin snapshot` and ingest the snapshot "
+                         "(--source snapshot:PATH)")
     root = Path(warehouse) / CRAWL_ROOT
     root.mkdir(parents=True, exist_ok=True)
     endpoint = redact(settings.hub.endpoint)

@@ -62,6 +62,7 @@ from huggingface_hub.utils import get_session, parse_ratelimit_headers
 from semfin_spark import __version__
 from semfin_spark.redaction import redact
 from semfin_spark.repo_ids import is_valid_repo_id
+from semfin_spark.settings import Settings, local_path
 
 log = logging.getLogger(__name__)
 
@@ -442,6 +443,11 @@ class RequestBudget:
         self._lock = threading.Lock()
         self._clock, self._sleep = clock, sleep
         self.waited = 0.0  # seconds spent waiting for the budget, all threads together
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RequestBudget:
+        """The budget of ``settings.crawl`` for the account tier of ``settings.hub``'s token."""
+        return cls(settings.crawl.budget(bool(settings.hub.token)), settings.crawl.window_seconds)
 
     def acquire(self, kind: str) -> None:
         """Block until a request of ``kind`` fits the budget, and count it."""
@@ -889,11 +895,9 @@ def _json_line(record: Any) -> bytes:
 
 
 def _output_folder(out_dir: str | Path) -> Path:
-    text = str(out_dir)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    elif "://" in text:
-        raise ValueError(f"crawl output must be a local folder, not {text!r}")
+    text = local_path(str(out_dir))
+    if text is None:
+        raise ValueError(f"crawl output must be a local folder, not {str(out_dir)!r}")
     out = Path(text)
     out.mkdir(parents=True, exist_ok=True)
     existing = sorted(out.glob("part-*.jsonl.gz"))

@@ -190,8 +190,8 @@ class Settings:
         """The MLflow tracking URI: the configured one, else SQLite inside the warehouse."""
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
-        local = self.warehouse[len("file://"):] if self.warehouse.startswith("file://") else self.warehouse
-        if "://" in local:
+        local = local_path(self.warehouse)
+        if local is None:
             raise SettingsError(
                 f"the warehouse {self.warehouse} is not a local folder, so the default MLflow "
                 "store (SQLite inside the warehouse) cannot live there: set MLFLOW_TRACKING_URI "
@@ -274,6 +274,18 @@ def load_settings(
     merged.setdefault("conf_dir", str(conf_dir))
     merged["warehouse"] = absolute_location(str(merged.get("warehouse") or "./semfin-warehouse"))
     return _build(Settings, merged, "")
+
+
+def local_path(location: str) -> str | None:
+    """The local path of a location (``file://`` dropped), or None for another scheme.
+
+    Examples:
+        >>> local_path("file:///tmp/wh"), local_path("./wh"), local_path("s3a://b/wh")
+        ('/tmp/wh', './wh', None)
+    """
+    if location.startswith("file://"):
+        return location[len("file://"):]
+    return None if "://" in location else location
 
 
 def absolute_location(location: str) -> str:
