@@ -464,7 +464,17 @@ def root_to_leaf_paths(spark: SparkSession, edges: DataFrame, *, max_depth: int 
     result = _path_rows(frontier.limit(0), truncated=False)
     for part in finished:
         result = result.unionByName(part)
-    return result
+    # Three pieces per level: read them as one materialised table in a few partitions, or
+    # every later job reads dozens of small ones (and the cycle groupBy is run again).
+    return _cut(result.coalesce(_parallelism(spark)))
+
+
+def _parallelism(spark: SparkSession) -> int:
+    """The session's default parallelism (cores of local mode, of the cluster's executors)."""
+    try:
+        return max(1, spark.sparkContext.defaultParallelism)
+    except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext to ask
+        return int(spark.conf.get("spark.sql.shuffle.partitions", "8"))
 
 
 def _path_rows(rows: DataFrame, *, truncated: bool) -> DataFrame:

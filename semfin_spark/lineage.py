@@ -166,27 +166,27 @@ def _cycles(spark: SparkSession, edges: DataFrame, settings: Settings) -> dict[s
 def _chains(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: DataFrame,
             settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
     limits = settings.lineage
-    relations = edges.select("child", "parent",
-                             F.when(F.col("relation_source") == "declared", F.col("relation"))
-                             .alias("relation_declared"),
-                             F.col("relation").alias("relation_with_imputed"))
+    child_lic = licences.select(F.col("id").alias("child"),
+                                *[F.col(f"license_{v}").alias(f"child_license_{v}") for v in VARIANTS])
+    # Each edge carries its child's licences, so a path's licences are its root's followed
+    # by its edges' children's: no explode, regroup and join by path afterwards.
+    relations = (edges.join(child_lic, "child", "left")
+                 .select("child", "parent",
+                         F.when(F.col("relation_source") == "declared", F.col("relation"))
+                         .alias("relation_declared"),
+                         F.col("relation").alias("relation_with_imputed"),
+                         *[f"child_license_{v}" for v in VARIANTS]))
     paths = graph.root_to_leaf_paths(spark, relations, max_depth=limits.max_depth,
                                      max_fanout=limits.max_fanout)
-    paths = paths.withColumn("_pos", F.sequence(F.lit(0), F.size("path") - 1))
-    lic = licences.select(F.col("id").alias("_node"), "license_declared", "license_with_imputed")
-    lic_map_d = F.map_from_entries(F.collect_list(F.struct("_node", "license_declared")))
-    node_lic = (paths.select("root", "leaf", "path", F.explode("path").alias("_node"))
-                .join(lic, "_node", "left")
-                .groupBy("root", "leaf", "path")
-                .agg(lic_map_d.alias("_ld"),
-                     F.map_from_entries(F.collect_list(F.struct("_node", "license_with_imputed")))
-                     .alias("_li")))
-    chains = paths.join(node_lic, ["root", "leaf", "path"], "left")
+    root_lic = licences.select(F.col("id").alias("root"),
+                               *[F.col(f"license_{v}").alias(f"_root_license_{v}") for v in VARIANTS])
+    chains = paths.join(root_lic, "root", "left")
     variants = []
     for variant in VARIANTS:
         rel_values = F.transform(F.col(graph.EDGE_VALUES_COLUMN), lambda e: e[f"relation_{variant}"])
-        lic_map = F.col("_ld") if variant == "declared" else F.col("_li")
-        lic_values = F.transform("path", lambda n: F.element_at(lic_map, n))
+        lic_values = F.concat(F.array(F.col(f"_root_license_{variant}")),
+                              F.transform(F.col(graph.EDGE_VALUES_COLUMN),
+                                          lambda e: e[f"child_license_{variant}"]))
         variants.append(chains.select(
             F.lit(variant).alias("variant"), "root", "leaf", "path", F.col("depth").cast("int"),
             rel_values.alias("relations"),
