@@ -123,6 +123,8 @@ class TrainSettings:
     max_features: int = 262_144
     min_feature_df: int = 2
     registered_model_prefix: str = "semfin-"
+    retrain_after_days: float = 7.0
+    retrain_label_change: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -378,7 +380,8 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
 
 _MAY_BE_ZERO = frozenset({"evaluate.seed", "delta.vacuum_retention_hours", "ingest.hub_max_retries",
                           "crawl.retention_days", "crawl.max_deleted_fraction",
-                          "crawl.max_fetch_minutes"})
+                          "crawl.max_fetch_minutes", "train.retrain_after_days",
+                          "train.retrain_label_change"})
 """Numeric settings for which 0 means something; every other limit must be positive."""
 _FRACTIONS = frozenset({"evaluate.test_fraction"})
 _AT_MOST_ONE = frozenset({"crawl.max_deleted_fraction"})

@@ -117,6 +117,9 @@ NB_SMOOTHING = 0.1
 RF_TREES = 60
 RF_DEPTH = 12
 
+SCHEDULE_SETTINGS = ("retrain_after_days", "retrain_label_change")
+"""``train`` settings that say when to train, not how: not part of a training's fingerprint."""
+
 INPUT_TABLES = (HUB_MODELS, CONFIG_FEATURES, MODEL_TAGS, MODEL_FILES, MODEL_FIELDS, MODEL_PARENTS)
 """Tables a training reads; their Delta versions tag the MLflow run."""
 
@@ -151,14 +154,18 @@ def labels(store: DeltaStore, field: str) -> DataFrame:
     """
     if field not in FIELDS:
         raise ValueError(f"unknown field {field!r}; choose from {', '.join(FIELDS)}")
-    rows = (store.read(MODEL_FIELDS)
-            .where((F.col("field") == field) & F.col("declared_value").isNotNull()
-                   & (F.trim("declared_value") != ""))
-            .select("model_id", F.col("declared_value").alias("label")))
-    excluded = EXCLUDED_LABELS.get(field, ())
-    if excluded:
-        rows = rows.where(~F.col("label").isin(*excluded))
-    return rows
+    return (declared_labels(store.read(MODEL_FIELDS)).where(F.col("field") == field)
+            .select("model_id", "label"))
+
+
+def declared_labels(model_fields: DataFrame) -> DataFrame:
+    """``model_id``, ``field``, ``label``: every declared value of ``model_fields`` rows
+    that is a class (not blank, not :data:`EXCLUDED_LABELS`)."""
+    rows = model_fields.where(F.col("declared_value").isNotNull()
+                              & (F.trim("declared_value") != ""))
+    for name, excluded in EXCLUDED_LABELS.items():
+        rows = rows.where(~((F.col("field") == name) & F.col("declared_value").isin(*excluded)))
+    return rows.select("model_id", "field", F.col("declared_value").alias("label"))
 
 
 def split_flag(column: str, seed: int, fraction: float) -> Any:
@@ -657,9 +664,15 @@ def train(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                      "its registered models stand (force to retrain)")
             earlier.seconds = round(time.time() - started, 3)
             return earlier
+        standing, why = _standing_training(store, settings, seed)
+        progress(f"train: {why}")
+        if standing is not None:
+            standing.seconds = round(time.time() - started, 3)
+            return standing
     fitted, skipped = train_fields(spark, store, settings, progress=progress, seed=seed)
     result = log_training(fitted, skipped, settings, delta_versions=versions, seed=seed,
-                          progress=progress, fingerprint=fingerprint)
+                          progress=progress, fingerprint=fingerprint,
+                          settings_fingerprint=training_fingerprint(settings, seed, {}))
     result.seconds = round(time.time() - started, 3)
     return result
 
@@ -679,15 +692,18 @@ def label_checksum(store: DeltaStore) -> str:
 
 
 def training_fingerprint(settings: Settings, seed: int, inputs: Mapping[str, Any]) -> str:
-    """SHA-256 of what a training depends on: the train settings, the seed, the state of
-    its inputs (Delta versions of the feature tables, :func:`label_checksum`) and the
-    package version (tag ``semfin.fingerprint`` of a run)."""
+    """SHA-256 of what a training depends on: the train settings (not the schedule), the
+    seed, the state of its inputs (Delta versions of the feature tables,
+    :func:`label_checksum`) and the package version (tag ``semfin.fingerprint`` of a run;
+    with no inputs, tag ``semfin.settings``: the same training on other data)."""
     import dataclasses
     import hashlib
 
     from semfin_spark import __version__
 
-    payload = {"train": dataclasses.asdict(settings.train), "seed": seed,
+    trained_by = {k: v for k, v in dataclasses.asdict(settings.train).items()
+                  if k not in SCHEDULE_SETTINGS}
+    payload = {"train": trained_by, "seed": seed,
                "inputs": dict(sorted(inputs.items())), "semfin": __version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -695,6 +711,12 @@ def training_fingerprint(settings: Settings, seed: int, inputs: Mapping[str, Any
 def _earlier_training(settings: Settings, fingerprint: str) -> "TrainResult | None":
     """The newest finished training with this fingerprint whose registered model
     versions all still exist, as a :class:`TrainResult` with ``unchanged`` set."""
+    found = _newest_training(settings, "semfin.fingerprint", fingerprint)
+    return _registered_result(*found, settings) if found else None
+
+
+def _newest_training(settings: Settings, tag: str, value: str) -> tuple[Any, Any] | None:
+    """``(client, run)``: the newest finished run of the experiment whose ``tag`` is ``value``."""
     import mlflow
 
     uri = settings.tracking_uri
@@ -707,24 +729,86 @@ def _earlier_training(settings: Settings, fingerprint: str) -> "TrainResult | No
             return None
         runs = client.search_runs(
             [experiment.experiment_id],
-            filter_string=f"tags.`semfin.fingerprint` = '{fingerprint}' and attributes.status = 'FINISHED'",
+            filter_string=f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"], max_results=1)
-        if not runs:
-            return None
-        run = runs[0]
-        expected = [f for f in run.data.params.get("trained_fields", "").split(",") if f]
-        registered = {}
-        for mv in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
-            registered[mv.name] = str(mv.version)
+    return (client, runs[0]) if runs else None
+
+
+def _registered_result(client: Any, run: Any, settings: Settings) -> "TrainResult | None":
+    """A finished training run as an ``unchanged`` :class:`TrainResult`, or None when one of
+    its registered model versions is gone."""
+    expected = [f for f in run.data.params.get("trained_fields", "").split(",") if f]
+    registered = {mv.name: str(mv.version)
+                  for mv in client.search_model_versions(f"run_id = '{run.info.run_id}'")}
     names = {f"{settings.train.registered_model_prefix}{f}" for f in expected}
     if not expected or not names <= set(registered):
         return None
     return TrainResult(run_id=run.info.run_id, experiment_id=run.info.experiment_id,
-                       tracking_uri=safe_uri(uri), unchanged=True,
+                       tracking_uri=safe_uri(settings.tracking_uri), unchanged=True,
                        registered={n: registered[n] for n in sorted(names)},
                        delta_versions={k[len("delta_version."):]: int(v) if v.isdigit() else None
                                        for k, v in run.data.tags.items()
                                        if k.startswith("delta_version.")})
+
+
+def _standing_training(store: DeltaStore, settings: Settings,
+                       seed: int) -> tuple["TrainResult | None", str]:
+    """The schedule: the newest training with these settings, if it still stands, and why.
+
+    It stands while it is younger than ``train.retrain_after_days`` and no field's declared
+    values changed by more than ``train.retrain_label_change`` of those it was trained on
+    (:func:`label_changes` against the ``model_fields`` version it read), and no field it
+    skipped has since reached ``train.min_labels``.
+    """
+    t = settings.train
+    if t.retrain_after_days == 0:
+        return None, "retraining (train.retrain_after_days is 0)"
+    found = _newest_training(settings, "semfin.settings", training_fingerprint(settings, seed, {}))
+    if found is None:
+        return None, "training: no earlier training with these settings"
+    client, run = found
+    age_days = (time.time() * 1000 - run.info.start_time) / 86_400_000
+    if age_days >= t.retrain_after_days:
+        return None, (f"retraining: run {run.info.run_id} is {age_days:.1f} days old "
+                      f"(train.retrain_after_days={t.retrain_after_days:g})")
+    standing = _registered_result(client, run, settings)
+    if standing is None:
+        return None, f"retraining: a registered model of run {run.info.run_id} is gone"
+    version = standing.delta_versions.get(MODEL_FIELDS.name)
+    try:
+        changes = label_changes(store, version)
+    except Exception as err:  # noqa: BLE001 - an old version vacuumed away: retrain
+        return None, f"retraining: model_fields version {version} cannot be read ({type(err).__name__})"
+    trained = {name[len(t.registered_model_prefix):] for name in standing.registered}
+    for name in t.fields:
+        c = changes.get(name, {"then": 0, "now": 0, "changed": 0})
+        share = c["changed"] / max(c["then"], 1)
+        if name in trained and share > t.retrain_label_change:
+            return None, (f"retraining: {c['changed']} of {c['then']} {name} labels changed since "
+                          f"run {run.info.run_id} ({share:.1%} > train.retrain_label_change="
+                          f"{t.retrain_label_change:g})")
+        if name not in trained and c["now"] >= t.min_labels:
+            return None, f"retraining: {name} now has {c['now']} labels (train.min_labels={t.min_labels})"
+    biggest = max((c["changed"] / max(c["then"], 1) for c in changes.values()), default=0.0)
+    return standing, (f"run {run.info.run_id} stands: {age_days:.1f} days old, at most "
+                      f"{biggest:.2%} of a field's labels changed (retrain after "
+                      f"{t.retrain_after_days:g} days or {t.retrain_label_change:.0%}; force to retrain)")
+
+
+def label_changes(store: DeltaStore, version: int | None) -> dict[str, dict[str, int]]:
+    """Per field, the labels at ``model_fields`` version ``version`` (``then``), now
+    (``now``), and the models whose label was added, changed or removed (``changed``).
+
+    One full outer join of the two versions' declared labels on the executors; the driver
+    receives one row per field.
+    """
+    then = declared_labels(store.read(MODEL_FIELDS, version=version)).withColumnRenamed("label", "_then")
+    now = declared_labels(store.read(MODEL_FIELDS)).withColumnRenamed("label", "_now")
+    rows = (then.join(now, ["model_id", "field"], "full_outer").groupBy("field")
+            .agg(F.count("_then").alias("then"), F.count("_now").alias("now"),
+                 F.count(F.when(~F.col("_then").eqNullSafe(F.col("_now")), 1)).alias("changed"))
+            .collect())
+    return {r["field"]: {"then": r["then"], "now": r["now"], "changed": r["changed"]} for r in rows}
 
 
 def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
@@ -774,7 +858,8 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
 
 def log_training(fitted: Mapping[str, FieldModel], skipped: Mapping[str, str], settings: Settings,
                  *, delta_versions: Mapping[str, int | None], seed: int = 0,
-                 progress: Callable[[str], None] = print, fingerprint: str = "") -> TrainResult:
+                 progress: Callable[[str], None] = print, fingerprint: str = "",
+                 settings_fingerprint: str = "") -> TrainResult:
     """Log ONE MLflow run for a training and register each field's model.
 
     Args:
@@ -813,6 +898,8 @@ def log_training(fitted: Mapping[str, FieldModel], skipped: Mapping[str, str], s
             mlflow.set_tag("semfin.stage", "train")
             if fingerprint:
                 mlflow.set_tag("semfin.fingerprint", fingerprint)
+            if settings_fingerprint:
+                mlflow.set_tag("semfin.settings", settings_fingerprint)
             mlflow.log_params(_run_params(settings, seed, fitted, skipped))
             mlflow.log_dict({f: {"prefixes": list(r.prefixes), "exact": list(r.exact),
                                  "reason": r.reason} for f, r in LEAKAGE_RULES.items()},

@@ -129,3 +129,46 @@ def test_fields_without_a_registered_model_are_skipped_or_refused(spark, hub, tm
         impute(spark, store, empty, progress=quiet)
     with pytest.raises(ImputeError):
         impute(spark, store, settings, model_version="99", progress=quiet)
+
+
+def test_the_schedule_keeps_a_recent_training_until_the_labels_move(spark, hub, tmp_path):
+    """train.retrain_after_days / train.retrain_label_change: new data alone does not
+    retrain; a field whose labels moved past the threshold, or an old run, does."""
+    import shutil
+
+    from semfin_spark.train import _standing_training, label_changes
+
+    root, settings, _, trained, _, _ = hub
+    shutil.copytree(settings.warehouse, tmp_path / "wh")
+    shutil.copy(root / "mlflow.db", tmp_path / "mlflow.db")
+    copy = settings.replace(warehouse=str(tmp_path / "wh"), mlflow=dataclasses.replace(
+        settings.mlflow, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
+    store = DeltaStore.from_settings(spark, copy)
+    licensed = [r[0] for r in store.read(MODEL_FIELDS).where(
+        "field = 'license' AND declared_value IS NOT NULL AND declared_value != 'unknown'")
+        .orderBy("model_id").collect()]  # 'unknown' is not a class (train.EXCLUDED_LABELS)
+
+    def relabel(ids):
+        quoted = ", ".join(f"'{i}'" for i in ids)
+        spark.sql(f"UPDATE delta.`{store.path(MODEL_FIELDS)}` SET declared_value = 'wtfpl' "
+                  f"WHERE field = 'license' AND model_id IN ({quoted})")
+
+    few = max(1, len(licensed) // 50)  # 2% of the licence labels
+    relabel(licensed[:few])
+    again = train(spark, store, copy, progress=quiet)
+    assert again.unchanged and again.run_id == trained.run_id
+    assert again.registered == trained.registered  # no new version registered
+    changes = label_changes(store, trained.delta_versions["model_fields"])
+    assert changes["license"]["changed"] == few
+    assert changes["license"]["then"] == changes["license"]["now"] == len(licensed)
+    assert all(changes[f]["changed"] == 0 for f in FIELDS if f != "license")
+
+    relabel(licensed[few:few + len(licensed) // 10])  # 12% in all
+    standing, why = _standing_training(store, copy, 0)
+    assert standing is None and "license labels changed" in why
+    young = copy.replace(train=dataclasses.replace(copy.train, retrain_after_days=1e-9,
+                                                   retrain_label_change=0.5))
+    standing, why = _standing_training(store, young, 0)
+    assert standing is None and "days old" in why
+    lenient = young.replace(train=dataclasses.replace(young.train, retrain_after_days=7))
+    assert _standing_training(store, lenient, 0)[0].run_id == trained.run_id
