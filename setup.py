@@ -29,6 +29,9 @@ EXTRAS_REQUIRE = {
     # Readers outside Spark, which the tests hold every table to: delta-rs and DuckDB.
     "test": ["pytest==9.0.3", "deltalake==1.6.6", "duckdb==1.4.4",
              "duckdb-ext-delta==1.4.4.20260205; platform_machine == 'x86_64' and sys_platform == 'linux'"],
+    # The single-process Python peer that scripts/bench.py compares the stages against
+    # (scripts/bench_peer.py): scikit-learn classifiers, networkx graphs.
+    "bench": ["scikit-learn==1.9.1", "networkx==3.6.1"],
 }
 
 

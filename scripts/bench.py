@@ -6,9 +6,16 @@ Usage:
     .venv/bin/python scripts/bench.py --models 300000 --stages ingest,flatten,train,impute,lineage
     .venv/bin/python scripts/bench.py --models 2000000 --stages ingest,flatten,train,impute,lineage --out bench.json
     .venv/bin/python scripts/bench.py --warehouse W --stages impute,lineage   # stages on a kept warehouse
+    .venv/bin/python scripts/bench.py --models 20000 --stages ingest,flatten,train,impute,lineage --peer
+    .venv/bin/python scripts/bench.py --stages real_lineage             # the real 30,383-edge graph
 
-Each stage runs on the same warehouse, in data-flow order, with the embedded session
-(local[*]). Prints a table and writes JSON. Peak memory: the driver's Python process
+The generated Hub is first written as a snapshot file (``--hub-dir``, kept for the next
+run, not timed) and ingested from it with ``snapshot:FILE``, so the ingest measures what a
+night's ingest does, not the generator. Each stage runs on the same warehouse, in
+data-flow order, with the embedded session (local[*]). With ``--peer``,
+``scripts/bench_peer.py`` (the same five stages as one plain Python process) then runs on
+the same file in its own process, and the table shows project / peer per stage. Prints a
+table and writes JSON. Peak memory: the driver's Python process
 (ru_maxrss) and the JVM (VmHWM of the java process), both as high-water marks since the
 start of the run, read after each stage.
 """
@@ -33,6 +40,14 @@ from semfin_spark.session import build_session  # noqa: E402
 from semfin_spark.settings import load_settings  # noqa: E402
 
 
+_T0 = time.perf_counter()
+
+
+def say(line: str) -> None:
+    """A stage's progress line, stamped with the seconds since the benchmark started."""
+    print(f"  [{time.perf_counter() - _T0:7.1f} s] {line}", flush=True)
+
+
 def python_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -51,8 +66,7 @@ def jvm_peak_mb(spark: Any) -> float | None:
 def stage_ingest(spark, store, settings, args) -> dict[str, Any]:
     from semfin_spark.ingest import ingest
 
-    result = ingest(spark, store, f"synthetic:{args.models},seed={args.seed}", settings,
-                    progress=lambda line: print(f"  {line}", flush=True))
+    result = ingest(spark, store, args.source, settings, progress=say)
     return {"items": result.read, "unit": "models", "written": result.written}
 
 
@@ -64,7 +78,7 @@ def stage_flatten(spark, store, settings, args) -> dict[str, Any]:
     marks: dict[str, float] = {}
 
     def progress(line: str) -> None:
-        print(f"  {line}", flush=True)
+        say(line)
         for table in ("config_features", "model_tags", "model_files", "model_fields",
                       "model_parents", "flatten_state"):
             if line.startswith(f"flatten: {table}:"):
@@ -84,7 +98,7 @@ def stage_flatten(spark, store, settings, args) -> dict[str, Any]:
 def stage_train(spark, store, settings, args) -> dict[str, Any]:
     from semfin_spark.train import train
 
-    result = train(spark, store, settings, progress=lambda line: print(f"  {line}", flush=True),
+    result = train(spark, store, settings, progress=say,
                    force=True)
     per_field = {name: {"family": f.family, "n_train": f.n_train, "classes": f.n_classes,
                         "fit_s": f.seconds, "log_s": f.log_seconds}
@@ -96,7 +110,7 @@ def stage_train(spark, store, settings, args) -> dict[str, Any]:
 def stage_impute(spark, store, settings, args) -> dict[str, Any]:
     from semfin_spark.impute import impute
 
-    result = impute(spark, store, settings, progress=lambda line: print(f"  {line}", flush=True),
+    result = impute(spark, store, settings, progress=say,
                     full=True)
     per_field = {name: {"scored": f.scored, "imputed": f.imputed} for name, f in result.fields.items()}
     return {"items": sum(f.scored for f in result.fields.values()), "unit": "rows",
@@ -106,10 +120,59 @@ def stage_impute(spark, store, settings, args) -> dict[str, Any]:
 def stage_lineage(spark, store, settings, args) -> dict[str, Any]:
     from semfin_spark.lineage import run_lineage
 
-    report = run_lineage(spark, store, settings, progress=lambda line: print(f"  {line}", flush=True))
+    report = run_lineage(spark, store, settings, progress=say)
     keep = ("edges", "components", "largest_component", "isolated_models", "self_loops", "paths",
             "chains", "license_chains", "incompatible_share", "cycles")
     return {"items": report["edges"], "unit": "edges", **{k: report[k] for k in keep if k in report}}
+
+
+REAL_EDGES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "lineage_edges_2025.csv.gz"
+REAL_RELATIONS = {"finetuned": "finetune", "quantized": "quantized", "merged": "merge", "adapter": "adapter"}
+
+
+def real_graph_warehouse(spark, store) -> int:
+    """The real lineage graph (``../shared/data/lineage_edges_2025.csv.gz``) as a warehouse:
+    its models in ``hub_models``, its edges in ``model_parents`` (a third without their
+    relation, so imputed relations have chains to complete), and licences declared on four
+    models in six, imputed on some of the rest. Returns the number of edges."""
+    import csv
+    import gzip
+
+    from semfin_spark.schemas import HUB_MODELS, MODEL_FIELDS, MODEL_PARENTS
+
+    with gzip.open(REAL_EDGES, "rt", newline="") as fh:
+        edges = [(r["target"], r["source"], REAL_RELATIONS[r["edge"]]) for r in csv.DictReader(fh)]
+    nodes = sorted({n for c, p, _ in edges for n in (c, p)})
+    children = {c for c, _, _ in edges}
+    external = {n for n in nodes if n not in children and sum(map(ord, n)) % 10 == 0}
+    models = [n for n in nodes if n not in external]
+
+    def write(table, rows):
+        store.overwrite(table, spark.createDataFrame(
+            [tuple(r.get(c) for c in table.columns) for r in rows], table.schema))
+
+    write(HUB_MODELS, [{"id": n} for n in models])
+    write(MODEL_PARENTS, [{"model_id": c, "parent_id": p, "relation": r if i % 3 else None,
+                           "source": "tag"} for i, (c, p, r) in enumerate(edges)])
+    fields = []
+    for i, n in enumerate(models):
+        declared = ("apache-2.0", "llama3.1", "mit", "cc-by-nc-4.0", None, None)[i % 6]
+        fields.append({"model_id": n, "field": "license", "declared_value": declared,
+                       "imputed_value": None if declared else ("apache-2.0", "mit", None)[i % 3],
+                       "value": declared})
+        fields.append({"model_id": n, "field": "reuse_method",
+                       "imputed_value": "finetune" if i % 2 else None})
+    write(MODEL_FIELDS, fields)
+    return len(edges)
+
+
+def stage_real_lineage(spark, store, settings, args) -> dict[str, Any]:
+    """Lineage of the real 30,383-edge graph; the warehouse is built before the clock starts."""
+    real_graph_warehouse(spark, store)
+    started = time.perf_counter()
+    figures = stage_lineage(spark, store, settings, args)
+    figures["lineage_s"] = round(time.perf_counter() - started, 1)
+    return figures
 
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
@@ -118,7 +181,37 @@ STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "train": stage_train,
     "impute": stage_impute,
     "lineage": stage_lineage,
+    "real_lineage": stage_real_lineage,
 }
+
+
+def generated_hub(args: argparse.Namespace, settings: Any) -> str:
+    """The snapshot file of the generated Hub of ``args.models`` models (written once)."""
+    from bench_peer import write_snapshot
+
+    folder = Path(args.hub_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"hub-{args.models}-seed{args.seed}-block{settings.synthetic.block_size}.jsonl"
+    if not path.exists():
+        started = time.perf_counter()
+        partial = path.with_suffix(".partial")
+        write_snapshot(partial, args.models, args.seed, settings.synthetic.block_size)
+        partial.rename(path)
+        print(f"[bench] generated {args.models} models in {time.perf_counter() - started:.1f} s "
+              f"-> {path}", flush=True)
+    return str(path.resolve())
+
+
+def run_peer(snapshot: str, args: argparse.Namespace) -> dict[str, Any]:
+    """``scripts/bench_peer.py`` on ``snapshot`` in a process of its own; its JSON report."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="semfin-peer-") as work:
+        out = Path(work) / "peer.json"
+        print("[bench] peer (one Python process)", flush=True)
+        subprocess.run([sys.executable, str(Path(__file__).with_name("bench_peer.py")),
+                        "--snapshot", snapshot, "--work", work, "--out", str(out)], check=True)
+        return json.loads(out.read_text())
 
 
 def main() -> int:
@@ -129,6 +222,10 @@ def main() -> int:
     parser.add_argument("--warehouse", help="keep the warehouse here (default: a temp folder, removed)")
     parser.add_argument("--out", default="bench-results/bench.json")
     parser.add_argument("--driver-memory", default="6g")
+    parser.add_argument("--hub-dir", default="bench-results/hubs",
+                        help="where generated snapshot files are kept between runs")
+    parser.add_argument("--peer", action="store_true",
+                        help="also run the single-process peer (scripts/bench_peer.py) on the same Hub")
     args = parser.parse_args()
 
     names = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -137,6 +234,8 @@ def main() -> int:
         parser.error(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
     warehouse = args.warehouse or tempfile.mkdtemp(prefix="semfin-bench-")
     settings = load_settings(overrides={"warehouse": warehouse})
+    snapshot = generated_hub(args, settings) if "ingest" in names or args.peer else None
+    args.source = f"snapshot:{snapshot}"
     spark = build_session(settings, app_name="semfin bench",
                           extra_conf={"spark.driver.memory": args.driver_memory})
     store = DeltaStore.from_settings(spark, settings)
@@ -156,14 +255,27 @@ def main() -> int:
         if not args.warehouse:
             shutil.rmtree(warehouse, ignore_errors=True)
 
-    print(f"\n{'stage':10s} {'models':>9s} {'wall s':>8s} {'items/s':>10s} {'unit':>8s} "
-          f"{'py MB':>7s} {'JVM MB':>7s}")
+    peer = run_peer(snapshot, args) if args.peer else None
+    print(f"\n{'stage':12s} {'models':>9s} {'wall s':>8s} {'items/s':>10s} {'unit':>8s} "
+          f"{'py MB':>7s} {'JVM MB':>7s}" + (f" {'peer s':>8s} {'ratio':>6s}" if peer else ""))
     for r in rows:
-        print(f"{r['stage']:10s} {r['models']:>9d} {r['wall_s']:>8.1f} {r['per_s'] or 0:>10.0f} "
-              f"{r.get('unit', ''):>8s} {r['driver_python_peak_mb']:>7d} {r['jvm_peak_mb']:>7d}")
+        line = (f"{r['stage']:12s} {r['models']:>9d} {r['wall_s']:>8.1f} {r['per_s'] or 0:>10.0f} "
+                f"{r.get('unit', ''):>8s} {r['driver_python_peak_mb']:>7d} {r['jvm_peak_mb']:>7d}")
+        if peer and r["stage"] in peer["stages"]:
+            r["peer_s"] = peer["stages"][r["stage"]]["seconds"]
+            r["ratio"] = round(r["wall_s"] / max(r["peer_s"], 0.01), 1)
+            line += f" {r['peer_s']:>8.1f} {r['ratio']:>6.1f}"
+        print(line)
+    if peer:
+        compared = [r for r in rows if "peer_s" in r]
+        ours, theirs = sum(r["wall_s"] for r in compared), sum(r["peer_s"] for r in compared)
+        print(f"{'total':12s} {args.models:>9d} {ours:>8.1f} {'':>10s} {'':>8s} {'':>7s} "
+              f"{peer['peak_rss_mb']:>7.0f} {theirs:>8.1f} {ours / max(theirs, 0.01):>6.1f}"
+              "   (peer's peak RSS in the JVM column)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"cpus": os.cpu_count(), "results": rows}, indent=2))
+    out.write_text(json.dumps({"cpus": os.cpu_count(), "snapshot": snapshot, "results": rows,
+                               "peer": peer}, indent=2))
     print(f"\nwritten {out}")
     return 0
 

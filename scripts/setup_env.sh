@@ -27,7 +27,7 @@ fi
 if [ ! -f "$STAMP" ] || [ "$ROOT/setup.py" -nt "$STAMP" ]; then
   echo "[setup] installing semfin-spark and its pinned dependencies into .venv" >&2
   "$ROOT/.venv/bin/python" -m pip install -q --upgrade pip wheel >/dev/null
-  "$ROOT/.venv/bin/python" -m pip install -q -e "$ROOT[test]"
+  "$ROOT/.venv/bin/python" -m pip install -q -e "$ROOT[test,bench]"
   touch "$STAMP"
 fi
 # The Delta Lake (and, where Maven Central serves it, GraphFrames) jars, fetched once into
