@@ -95,9 +95,7 @@ Implementation details:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import gc
 import gzip
 import hashlib
 import json
@@ -137,7 +135,7 @@ from semfin_spark.declared import (  # noqa: E402
 from semfin_spark.features import (  # noqa: E402
     ARCHITECTURE_PATTERN, EXACT_INT_LIMIT, LEAKAGE_RULES, MAX_VALUE_CHARS,
 )
-from semfin_spark.flatten import config_source, flatten_config  # noqa: E402
+from semfin_spark.flatten import _gc_paused, config_source, flatten_config  # noqa: E402
 from semfin_spark.licenses import load_license_rules, normalize_card_license  # noqa: E402
 from semfin_spark.name_match import (  # noqa: E402
     ARCHITECTURE_PREFIX, MIN_PRECISION, NAME_MATCH_FIELDS, PRIOR_MODELS, normalise,
@@ -222,18 +220,6 @@ def write_snapshot(path: str | os.PathLike[str], n: int, seed: int = 0,
 
 
 # ------------------------------------------------------------------ small helpers
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic collector: the loops below make millions of acyclic objects."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
 
 def peak_rss_mb() -> float:
     """High-water mark of this process's resident memory, in MB."""
