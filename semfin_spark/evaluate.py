@@ -156,7 +156,8 @@ def _lineage(spark: SparkSession, store: DeltaStore, settings: Settings) -> dict
     edges = (store.read(MODEL_PARENTS)
              .where(F.col("model_id") != F.col("parent_id"))
              .select(F.col("model_id").alias("src"), F.col("parent_id").alias("dst")))
-    components = connected_components(spark, edges, ids, backend=settings.graph.backend)
+    components = connected_components(spark, edges, ids, backend=settings.graph.backend,
+                                      local_max_edges=settings.graph.local_max_edges)
     neighbours = (edges.select(F.col("src").alias("model_id"), F.col("dst").alias("neighbour"))
                   .union(edges.select(F.col("dst").alias("model_id"), F.col("src").alias("neighbour")))
                   .distinct())

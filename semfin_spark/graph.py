@@ -2,17 +2,20 @@
 
 Everything graph in SemFin goes through this module; callers never ask which backend runs.
 
-* :func:`connected_components`: GraphFrames' ``connectedComponents`` when its jar is in the
-  JVM (a session started with ``--packages io.graphframes:graphframes-spark4_2.13:<v>``),
-  otherwise the large-star / small-star algorithm GraphFrames itself uses (Kiveris et al.,
-  "Connected Components in MapReduce and Beyond", SoCC 2014), written with DataFrame joins.
-  Both backends name a component by its smallest member id, so their results are identical.
-* :func:`root_to_leaf_paths`: every maximal path from a root down to a leaf, found by
-  breadth-first expansion, one join per level, bounded by ``max_depth``. GraphFrames'
-  ``bfs`` finds shortest paths between two vertex sets, not every root-to-leaf path, so this
-  runs on DataFrames whichever backend is present.
-* :func:`find_cycles`: the nodes on directed cycles, grouped by strongly connected
-  component; trimming plus forward/backward colouring, which always terminates.
+* :func:`connected_components`: on a graph of at most ``local_max_edges`` edges (the
+  whole Hub's lineage is a few million), union-find in one task on an executor; on a larger
+  one GraphFrames' ``connectedComponents`` when its jar is in the JVM (a session started
+  with ``--packages io.graphframes:graphframes-spark4_2.13:<v>``), otherwise the
+  large-star / small-star algorithm GraphFrames itself uses (Kiveris et al., "Connected
+  Components in MapReduce and Beyond", SoCC 2014), written with DataFrame joins. Every
+  backend names a component by its smallest member id, so their results are identical.
+* :func:`root_to_leaf_paths`: every maximal path from a root down to a leaf, bounded by
+  ``max_depth`` and ``max_fanout``; :func:`find_cycles`: the nodes on directed cycles,
+  grouped by strongly connected component. Both work per connected component: the edges
+  are grouped so that a group holds whole components, and each group is walked in one
+  Python task (depth-first search, Tarjan). GraphFrames' ``bfs`` finds shortest paths
+  between two vertex sets, not every root-to-leaf path, so these run the same whichever
+  backend is present.
 * :func:`self_loops` and :func:`drop_self_loops`: the rows a child names itself as parent.
 
 Edge conventions: components take undirected ``src``/``dst`` pairs; paths and cycles take
@@ -21,11 +24,10 @@ strings; rows with a null id are ignored. "Smallest" is Spark's string order (UT
 which equals Python's ``min`` on ``str``.
 
 Implementation details:
-    Everything runs as DataFrame joins and aggregations on the executors; no Python UDF, no
-    ``collect``. The driver only receives the scalars that decide whether a loop goes on
-    (how many rows changed or go on), mostly as ``DataFrame.observe`` metrics of the job
-    that materialises a step. Iterative plans would grow with every round, so their
-    lineage is cut: ``DataFrame.checkpoint`` on a cluster whose session has a checkpoint
+    Everything runs on the executors; no ``collect``. The driver receives only the scalars
+    that decide what runs next (how many edges, how many rows changed in a round), as
+    ``DataFrame.observe`` metrics of the job that materialises a step. Results are cut from
+    their plans: ``DataFrame.checkpoint`` on a cluster whose session has a checkpoint
     folder (``semfin_spark.session.build_session`` sets one in the warehouse), else
     ``localCheckpoint`` (in local mode it is as safe, and one job cheaper). Returned
     DataFrames read those materialised pieces, so using them twice computes nothing again.
@@ -38,16 +40,26 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
+from typing import Any, Iterable, Iterator, Sequence
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType
+from pyspark.sql.types import (ArrayType, BooleanType, IntegerType, StringType, StructField,
+                               StructType)
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "graphframes", "dataframe")
+BACKENDS = ("auto", "local", "graphframes", "dataframe")
 """Values of ``backend`` (and of the ``graph.backend`` setting)."""
+
+LOCAL_MAX_EDGES = 5_000_000
+"""Largest graph (edges) whose components ``backend="auto"`` finds in one task."""
+
+_BUCKETS_PER_CORE = 4
+"""Groups of whole components per core for the per-component walks."""
+
+_OUTPUT_ROWS = 65_536
 
 COMPONENT_COLUMNS = ("id", "component")
 """Columns of :func:`connected_components`."""
@@ -181,7 +193,8 @@ def _rows_where(condition: Column) -> Column:
 # ------------------------------------------------------------------ connected components
 
 def connected_components(spark: SparkSession, edges: DataFrame, nodes: DataFrame | None = None, *,
-                         backend: str = "auto", max_iterations: int = 100) -> DataFrame:
+                         backend: str = "auto", max_iterations: int = 100,
+                         local_max_edges: int = LOCAL_MAX_EDGES) -> DataFrame:
     """Connected components of an undirected graph, each named by its smallest node id.
 
     Args:
@@ -190,10 +203,12 @@ def connected_components(spark: SparkSession, edges: DataFrame, nodes: DataFrame
             self-loops, duplicate edges and rows with a null end are harmless.
         nodes: optional, column ``id``: nodes without any edge become their own component.
             Other columns are ignored.
-        backend: ``"auto"`` (GraphFrames when :func:`graphframes_available`, else the
-            DataFrame algorithm), ``"graphframes"`` or ``"dataframe"``.
+        backend: ``"auto"`` (one task when the graph has at most ``local_max_edges``
+            edges, else GraphFrames when :func:`graphframes_available`, else the DataFrame
+            algorithm), ``"local"``, ``"graphframes"`` or ``"dataframe"``.
         max_iterations: bound on large-star/small-star rounds. The algorithm needs
             O(log² n) rounds; the real Hub lineage graph converges in a handful.
+        local_max_edges: the largest graph ``"auto"`` solves in one task.
 
     Returns:
         Columns ``id`` (string), ``component`` (string): every node once (from ``edges``
@@ -212,7 +227,11 @@ def connected_components(spark: SparkSession, edges: DataFrame, nodes: DataFrame
         [('a', 'a'), ('b', 'a'), ('c', 'a'), ('lonely', 'lonely'), ('x', 'x'), ('y', 'x')]
 
     Implementation details:
-        DataFrame backend: the input is read once, node ids are numbered once
+        Local backend: the pairs (and ``nodes`` as pairs with themselves) go to one
+        partition, where one Python task runs union-find with path halving, the smaller root
+        always kept, so each root is its component's smallest id (:func:`union_find`); a
+        graph the size of the whole Hub's lineage (a few million edges) fits one executor
+        and takes one shuffle instead of dozens of jobs. DataFrame backend: the input is read once, node ids are numbered once
         (``distinct`` then ``monotonically_increasing_id``, checkpointed so the numbers
         never change) and the rounds run on pairs of longs. Each round is a large-star then
         a small-star step (``groupBy`` + join pairs on the executors) and is checkpointed;
@@ -223,21 +242,80 @@ def connected_components(spark: SparkSession, edges: DataFrame, nodes: DataFrame
         ``GraphFrame.connectedComponents`` (the same algorithm, with its own long ids), then
         the same smallest-member mapping.
     """
-    use_graphframes = _use_graphframes(spark, backend)
+    if backend not in BACKENDS:
+        raise ValueError(f"graph backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if max_iterations < 1:
         raise ValueError(f"max_iterations must be at least 1, not {max_iterations}")
     # Read the input once: it is used twice below and may be an expensive plan.
-    pairs = _cut(edges.select(F.col("src").cast("string").alias("src"),
-                              F.col("dst").cast("string").alias("dst"))
-                 .where(F.col("src").isNotNull() & F.col("dst").isNotNull()))
+    pairs, seen = _cut_counted(edges.select(F.col("src").cast("string").alias("src"),
+                                            F.col("dst").cast("string").alias("dst"))
+                               .where(F.col("src").isNotNull() & F.col("dst").isNotNull()),
+                               n=_rows())
+    given = (nodes.select(F.col("id").cast("string").alias("id")).where(F.col("id").isNotNull())
+             if nodes is not None else None)
+    if backend == "local" or (backend == "auto" and seen["n"] <= local_max_edges):
+        return _components_local(pairs, given)
+    use_graphframes = _use_graphframes(spark, backend)
     ids = pairs.select(F.col("src").alias("id")).union(pairs.select(F.col("dst").alias("id")))
-    if nodes is not None:
-        ids = ids.union(nodes.select(F.col("id").cast("string").alias("id"))
-                        .where(F.col("id").isNotNull()))
+    if given is not None:
+        ids = ids.union(given)
     ids = ids.distinct()
     if use_graphframes:
         return _components_graphframes(spark, ids, pairs, max_iterations)
     return _components_dataframe(ids, pairs, max_iterations)
+
+
+def _components_local(pairs: DataFrame, nodes: DataFrame | None) -> DataFrame:
+    if nodes is not None:
+        pairs = pairs.unionByName(nodes.select(F.col("id").alias("src"), F.col("id").alias("dst")))
+    return _cut(pairs.repartition(1).mapInArrow(_union_find_batches, "id string, component string"))
+
+
+def union_find(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Node -> the smallest id of its connected component, over undirected ``pairs``.
+
+    Examples:
+        >>> sorted(union_find([("b", "a"), ("c", "b"), ("y", "x"), ("z", "z")]).items())
+        [('a', 'a'), ('b', 'a'), ('c', 'a'), ('x', 'x'), ('y', 'x'), ('z', 'z')]
+    """
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        while True:
+            up = parent[node]
+            if up == node:
+                return node
+            parent[node] = parent[up]  # path halving
+            node = up
+
+    for a, b in pairs:
+        parent.setdefault(a, a)
+        parent.setdefault(b, b)
+        ra, rb = find(a), find(b)
+        if ra != rb:  # keep the smaller root: a root is always its component's smallest id
+            if ra < rb:
+                parent[rb] = ra
+            else:
+                parent[ra] = rb
+    return {node: find(node) for node in parent}
+
+
+def _union_find_batches(batches: Iterator[Any]) -> Iterator[Any]:
+    """``mapInArrow`` body over the one partition holding every pair: (src, dst) batches
+    in, (id, component) batches of :data:`_OUTPUT_ROWS` rows out."""
+    import pyarrow as pa
+
+    def pairs() -> Iterator[tuple[str, str]]:
+        for batch in batches:
+            yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
+
+    labels = union_find(pairs())
+    ids = list(labels)
+    for start in range(0, len(ids), _OUTPUT_ROWS):
+        chunk = ids[start:start + _OUTPUT_ROWS]
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(chunk, pa.string()), pa.array([labels[i] for i in chunk], pa.string())],
+            names=["id", "component"])
 
 
 def _components_graphframes(spark: SparkSession, ids: DataFrame, pairs: DataFrame,
@@ -349,10 +427,36 @@ def drop_self_loops(edges: DataFrame) -> DataFrame:
                        | (F.col("child") != F.col("parent")))
 
 
+# ------------------------------------------------------------------ per-component work
+
+def _by_component(spark: SparkSession, step: DataFrame, components: DataFrame | None) -> DataFrame:
+    """``step`` (``child``, ``parent``, ...) with a ``_bucket`` column: edges of one connected
+    component share a bucket, so a bucket holds whole components and can be walked alone."""
+    if components is None:
+        components = connected_components(
+            spark, step.select(F.col("child").alias("src"), F.col("parent").alias("dst")))
+    buckets = F.pmod(F.xxhash64("component"), F.lit(_parallelism(spark) * _BUCKETS_PER_CORE))
+    return step.join(components.select(F.col("id").alias("child"), buckets.alias("_bucket")),
+                     "child")
+
+
+def _parallelism(spark: SparkSession) -> int:
+    """The session's default parallelism (cores of local mode, of the cluster's executors)."""
+    try:
+        return max(1, spark.sparkContext.defaultParallelism)
+    except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext to ask
+        return int(spark.conf.get("spark.sql.shuffle.partitions", "8"))
+
+
+def _strings(table: Any, name: str) -> list[str]:
+    return table.column(name).to_pylist()
+
+
 # ------------------------------------------------------------------ paths
 
 def root_to_leaf_paths(spark: SparkSession, edges: DataFrame, *, max_depth: int = 32,
-                       max_fanout: int | None = None) -> DataFrame:
+                       max_fanout: int | None = None,
+                       components: DataFrame | None = None) -> DataFrame:
     """Every root-to-leaf path of a directed graph given as ``child -> parent`` rows.
 
     A root is a node that is a parent but never a child; a leaf is a node that is never a
@@ -381,6 +485,8 @@ def root_to_leaf_paths(spark: SparkSession, edges: DataFrame, *, max_depth: int 
         max_depth: longest path, in edges (at least 1).
         max_fanout: when set, a node with more children ends its paths there; ``None``
             follows every child.
+        components: optional, the graph's :func:`connected_components` (``id``,
+            ``component``) when the caller has them; computed here otherwise.
 
     Returns:
         Columns ``root`` (string), ``leaf`` (string, the last node of the path),
@@ -388,7 +494,7 @@ def root_to_leaf_paths(spark: SparkSession, edges: DataFrame, *, max_depth: int 
         ``edge_values`` (array of structs, one per edge in path order; the struct's fields
         are the extra columns of ``edges``, in their order; without extra columns a single
         boolean field ``edge``, always true, so the type stays writable to Parquet/Delta)
-        and ``truncated`` (boolean, see above). One row per path.
+        and ``truncated`` (boolean, see above). One row per path, materialised.
 
     Raises:
         ValueError: ``max_depth`` below 1 or ``max_fanout`` below 1.
@@ -401,14 +507,14 @@ def root_to_leaf_paths(spark: SparkSession, edges: DataFrame, *, max_depth: int 
         (['a', 'b', 'c'], ['finetune', 'quantized'], False)
 
     Implementation details:
-        Breadth-first expansion on the executors: the frontier (paths ending at a node that
-        has children) is joined with the edges once per level, and every level is
-        checkpointed, so plans stay one join deep. The driver only receives, once per
-        level, the number of paths that go on (observed while checkpointing, no extra job);
-        it never holds a path. Paths that stop at a cycle are found by counting, per path,
-        the extensions that would revisit a node (a ``groupBy`` of those rare rows only).
-        With GraphFrames present this still runs on DataFrames: GraphFrames' ``bfs``
-        returns shortest paths between two vertex sets, not all root-to-leaf paths.
+        The edges are deduplicated, tagged with their component and grouped so that each
+        group holds whole components (a hash of the component id into a few buckets per
+        core); each group is walked depth-first in one Python task (``applyInArrow``,
+        :func:`paths_of`), which only ever holds its own components. Paths are built as
+        Arrow list arrays; a path's edge values are taken from the group's edge column by
+        index, so any struct of extra columns passes through unchanged. One shuffle, one
+        pass, whatever the depth: the breadth-first DataFrame expansion it replaces ran
+        one join per level and about a hundred Spark jobs on the real Hub graph.
     """
     if max_depth < 1:
         raise ValueError(f"max_depth must be at least 1, not {max_depth}")
@@ -417,77 +523,94 @@ def root_to_leaf_paths(spark: SparkSession, edges: DataFrame, *, max_depth: int 
     extras = [c for c in edges.columns if c not in ("child", "parent")]
     values = (F.struct(*[F.col(c) for c in extras]) if extras
               else F.struct(F.lit(True).alias("edge")))
-    step = _cut(edges.where(F.col("child").isNotNull() & F.col("parent").isNotNull()
-                            & (F.col("child") != F.col("parent")))
-                .groupBy(F.col("child").cast("string").alias("child"),
-                         F.col("parent").cast("string").alias("parent"))
-                .agg(F.min(values).alias("_edge")))
-    kids = step.groupBy(F.col("parent").alias("node")).agg(F.count("*").alias("_kids"))
-    # One row per edge, ready to extend a path ending at its parent.
-    adjacency = _cut(step.join(kids.select(F.col("node").alias("child"),
-                                           F.col("_kids").alias("_next_kids")), "child", "left")
-                     .select(F.col("parent").alias("node"), "child", "_edge", "_next_kids"))
-    edge_type = ArrayType(step.schema["_edge"].dataType)
-    roots = kids.join(step.select(F.col("child").alias("node")), "node", "left_anti")
-    frontier, seen = _cut_counted(
-        roots.select("node", F.array("node").alias("path"),
-                     F.array().cast(edge_type).alias(EDGE_VALUES_COLUMN), "_kids"),
-        onward=_rows())
-    finished: list[DataFrame] = []
-    for depth in range(1, max_depth + 1):
-        if not seen["onward"]:
-            break
-        too_wide = (F.col("_kids") > F.lit(max_fanout)) if max_fanout is not None else F.lit(False)
-        finished.append(_path_rows(frontier.where(too_wide), truncated=True))
-        revisits = F.array_contains("path", F.col("child"))
-        level, seen = _cut_counted(
-            frontier.where(~too_wide).join(adjacency, "node").select(
-                "path", EDGE_VALUES_COLUMN, "_kids", "child", "_edge", "_next_kids",
-                revisits.alias("_revisits")),
-            onward=_rows_where(~revisits & F.col("_next_kids").isNotNull()))
-        # A path stops at a cycle when every child of its last node is already on it.
-        finished.append(_path_rows(
-            level.where("_revisits").groupBy("path")
-            .agg(F.count("*").alias("_n"), F.first("_kids").alias("_kids"),
-                 F.first(EDGE_VALUES_COLUMN).alias(EDGE_VALUES_COLUMN))
-            .where(F.col("_n") == F.col("_kids")), truncated=True))
-        grown = level.where(~F.col("_revisits")).select(
-            F.col("child").alias("node"),
-            F.concat("path", F.array("child")).alias("path"),
-            F.concat(EDGE_VALUES_COLUMN, F.array("_edge")).alias(EDGE_VALUES_COLUMN),
-            F.col("_next_kids").alias("_kids"))
-        finished.append(_path_rows(grown.where(F.col("_kids").isNull()), truncated=False))
-        frontier = grown.where(F.col("_kids").isNotNull())
-        log.info("paths: level %d, %d paths go on", depth, seen["onward"])
-    else:
-        finished.append(_path_rows(frontier, truncated=True))
-    result = _path_rows(frontier.limit(0), truncated=False)
-    for part in finished:
-        result = result.unionByName(part)
-    # Three pieces per level: read them as one materialised table in a few partitions, or
-    # every later job reads dozens of small ones (and the cycle groupBy is run again).
-    return _cut(result.coalesce(_parallelism(spark)))
+    step = (edges.where(F.col("child").isNotNull() & F.col("parent").isNotNull()
+                        & (F.col("child") != F.col("parent")))
+            .groupBy(F.col("child").cast("string").alias("child"),
+                     F.col("parent").cast("string").alias("parent"))
+            .agg(F.min(values).alias("_edge")))
+    schema = StructType([
+        StructField("root", StringType()), StructField("leaf", StringType()),
+        StructField("path", ArrayType(StringType())), StructField("depth", IntegerType()),
+        StructField(EDGE_VALUES_COLUMN, ArrayType(step.schema["_edge"].dataType)),
+        StructField("truncated", BooleanType())])
+
+    def walk(table: Any) -> Any:  # a plain one-argument function: applyInArrow reads its arity
+        return _paths_table(table, schema=schema, max_depth=max_depth, max_fanout=max_fanout)
+
+    return _cut(_by_component(spark, step, components).groupBy("_bucket")
+                .applyInArrow(walk, schema))
 
 
-def _parallelism(spark: SparkSession) -> int:
-    """The session's default parallelism (cores of local mode, of the cluster's executors)."""
-    try:
-        return max(1, spark.sparkContext.defaultParallelism)
-    except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext to ask
-        return int(spark.conf.get("spark.sql.shuffle.partitions", "8"))
+def paths_of(pairs: Sequence[tuple[str, str]], *, max_depth: int = 32,
+             max_fanout: int | None = None) -> Iterator[tuple[tuple[str, ...], tuple[int, ...], bool]]:
+    """The paths of :func:`root_to_leaf_paths` over deduplicated ``(child, parent)`` pairs
+    without self-loops, in plain Python: ``(nodes root first, edge indices into pairs,
+    truncated)`` per path.
+
+    Examples:
+        >>> sorted(paths_of([("b", "a"), ("c", "b"), ("d", "b")]))
+        [(('a', 'b', 'c'), (0, 1), False), (('a', 'b', 'd'), (0, 2), False)]
+        >>> list(paths_of([("a", "r"), ("b", "a"), ("a", "b")]))   # stops where a cycle closes
+        [(('r', 'a', 'b'), (0, 1), True)]
+        >>> list(paths_of([("b", "a"), ("c", "b")], max_depth=1))
+        [(('a', 'b'), (0,), True)]
+    """
+    children: dict[str, list[tuple[str, int]]] = {}
+    for index, (child, parent) in enumerate(pairs):
+        children.setdefault(parent, []).append((child, index))
+    has_parent = {child for child, _ in pairs}
+    for root in sorted(children.keys() - has_parent):
+        stack: list[tuple[str, tuple[str, ...], tuple[int, ...]]] = [(root, (root,), ())]
+        while stack:
+            node, path, via = stack.pop()
+            kids = children.get(node)
+            if kids is None:
+                yield path, via, False
+            elif len(via) == max_depth or (max_fanout is not None and len(kids) > max_fanout):
+                yield path, via, True
+            else:
+                onward = [(c, i) for c, i in kids if c not in path]
+                if not onward:  # every child is already on the path: a cycle
+                    yield path, via, True
+                stack.extend((c, path + (c,), via + (i,)) for c, i in reversed(onward))
 
 
-def _path_rows(rows: DataFrame, *, truncated: bool) -> DataFrame:
-    return rows.select(
-        F.element_at("path", 1).alias("root"), F.element_at("path", -1).alias("leaf"), "path",
-        (F.size("path") - 1).cast("int").alias("depth"), EDGE_VALUES_COLUMN,
-        F.lit(truncated).alias("truncated"))
+def _paths_table(table: Any, *, schema: StructType, max_depth: int,
+                 max_fanout: int | None) -> Any:
+    """``applyInArrow`` body: one bucket's edges (``child``, ``parent``, ``_edge``) in,
+    its paths out (``schema``)."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    arrow_schema = to_arrow_schema(schema)
+    pairs = list(zip(_strings(table, "child"), _strings(table, "parent")))
+    roots, leaves, depths, truncated = [], [], [], []
+    nodes: list[str] = []
+    node_ends, edge_ends, edge_rows = [0], [0], []
+    for path, via, cut in paths_of(pairs, max_depth=max_depth, max_fanout=max_fanout):
+        roots.append(path[0])
+        leaves.append(path[-1])
+        depths.append(len(via))
+        truncated.append(cut)
+        nodes.extend(path)
+        node_ends.append(len(nodes))
+        edge_rows.extend(via)
+        edge_ends.append(len(edge_rows))
+    edge_values = table.column("_edge").combine_chunks().take(pa.array(edge_rows, pa.int64()))
+    columns = [pa.array(roots, pa.string()), pa.array(leaves, pa.string()),
+               pa.ListArray.from_arrays(pa.array(node_ends, pa.int32()), pa.array(nodes, pa.string())),
+               pa.array(depths, pa.int32()),
+               pa.ListArray.from_arrays(pa.array(edge_ends, pa.int32()), edge_values),
+               pa.array(truncated, pa.bool_())]
+    return pa.Table.from_arrays(
+        [column.cast(field.type) for column, field in zip(columns, arrow_schema)],
+        schema=arrow_schema)
 
 
 # ------------------------------------------------------------------ cycles
 
-def find_cycles(spark: SparkSession, edges: DataFrame, *, max_depth: int = 32,
-                max_iterations: int = 1000) -> DataFrame:
+def find_cycles(spark: SparkSession, edges: DataFrame, *,
+                components: DataFrame | None = None) -> DataFrame:
     """The nodes that lie on a directed cycle, grouped by strongly connected component.
 
     A node is on a cycle when it belongs to a strongly connected component of more than
@@ -498,17 +621,13 @@ def find_cycles(spark: SparkSession, edges: DataFrame, *, max_depth: int = 32,
     Args:
         spark: the session.
         edges: columns ``child``, ``parent`` (other columns ignored); direction matters.
-        max_depth: trimming passes per round (see below). Only speed depends on it: the
-            result is exact for any value.
-        max_iterations: bound on colouring steps and rounds; hitting it raises.
+        components: optional, the graph's :func:`connected_components` when the caller has
+            them; computed here otherwise.
 
     Returns:
         Columns ``id`` (string) and ``cycle_group`` (string, the smallest id of the node's
         strongly connected component); one row per node on a cycle, nothing for an acyclic
-        graph. ``count(distinct cycle_group)`` is the number of cycle groups.
-
-    Raises:
-        GraphConvergenceError: more than ``max_iterations`` colouring steps or rounds.
+        graph. ``count(distinct cycle_group)`` is the number of cycle groups. Materialised.
 
     Examples:
         >>> e = spark.createDataFrame([("b", "a"), ("c", "b"), ("a", "c"), ("d", "c")],
@@ -517,95 +636,79 @@ def find_cycles(spark: SparkSession, edges: DataFrame, *, max_depth: int = 32,
         [('a', 'a'), ('b', 'a'), ('c', 'a')]
 
     Implementation details:
-        Rounds of DataFrame joins on the executors. Each round first trims, up to
-        ``max_depth`` passes, every edge whose child has no child or whose parent has no
-        parent (such nodes cannot be on a cycle; an acyclic graph vanishes here). On what
-        is left it propagates, along the edges, the smallest id that reaches each node (its
-        colour), then walks back from every node whose colour is its own id through nodes
-        of the same colour: those nodes form that node's strongly connected component.
-        Found components leave the graph and the next round starts. Every round removes at
-        least one node, so the loop ends. Each step is checkpointed; the driver only sees
-        the step's count of changed rows, observed while checkpointing. Rounds after the
-        first are cheap: trimming leaves only the cyclic core and what lies between cycles.
+        A strongly connected component lies inside one connected component, so the edges
+        are grouped as for :func:`root_to_leaf_paths` and each group runs Tarjan's
+        algorithm (:func:`cycle_groups_of`, iterative, linear in the group's edges) in one
+        Python task.
     """
-    if max_depth < 1:
-        raise ValueError(f"max_depth must be at least 1, not {max_depth}")
-    arcs = (edges.select(F.col("child").cast("string").alias("src"),
-                         F.col("parent").cast("string").alias("dst"))
-            .where(F.col("src").isNotNull() & F.col("dst").isNotNull()
-                   & (F.col("src") != F.col("dst")))
+    step = (edges.select(F.col("child").cast("string").alias("child"),
+                         F.col("parent").cast("string").alias("parent"))
+            .where(F.col("child").isNotNull() & F.col("parent").isNotNull()
+                   & (F.col("child") != F.col("parent")))
             .distinct())
-    groups: list[DataFrame] = []
-    for _ in range(max_iterations):
-        arcs, remaining = _trim(arcs, max_depth)
-        if not remaining:
-            break
-        colours = _forward_colours(arcs, max_iterations)
-        members = _backward_members(arcs, colours, max_iterations)
-        sizes = members.groupBy("colour").agg(F.count("*").alias("_size"))
-        groups.append(members.join(sizes.where(F.col("_size") > 1), "colour", "left_semi"))
-        arcs = (arcs.join(members.select(F.col("id").alias("src")), "src", "left_anti")
-                .join(members.select(F.col("id").alias("dst")), "dst", "left_anti"))
-    else:
-        raise GraphConvergenceError(
-            f"cycle search did not finish in {max_iterations} rounds; raise max_iterations")
-    result = spark.createDataFrame([], "id string, colour string")
-    for part in groups:
-        result = result.unionByName(part)
-    return result.select("id", F.col("colour").alias(CYCLE_GROUP_COLUMN))
+    return _cut(_by_component(spark, step, components).groupBy("_bucket")
+                .applyInArrow(_cycles_table, f"id string, {CYCLE_GROUP_COLUMN} string"))
 
 
-def _trim(arcs: DataFrame, passes: int) -> tuple[DataFrame, int]:
-    """Drop edges that cannot be on a cycle (child without child, parent without parent),
-    up to ``passes`` times; returns the remaining edges, checkpointed, and their number."""
-    arcs, seen = _cut_counted(arcs, n=_rows())
-    size = seen["n"]
-    for _ in range(passes):
-        if not size:
-            break
-        arcs, seen = _cut_counted(
-            arcs.join(arcs.select(F.col("dst").alias("src")).distinct(), "src", "left_semi")
-            .join(arcs.select(F.col("src").alias("dst")).distinct(), "dst", "left_semi"),
-            n=_rows())
-        if seen["n"] == size:
-            break
-        size = seen["n"]
-    return arcs, size
+def cycle_groups_of(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Tarjan's strongly connected components over ``(child, parent)`` pairs: node -> the
+    smallest id of its component, for components of more than one node.
+
+    Examples:
+        >>> sorted(cycle_groups_of([("b", "a"), ("c", "b"), ("a", "c"), ("d", "c"), ("e", "e")]).items())
+        [('a', 'a'), ('b', 'a'), ('c', 'a')]
+    """
+    successors: dict[str, list[str]] = {}
+    for child, parent in pairs:
+        if child != parent:
+            successors.setdefault(child, []).append(parent)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: dict[str, str] = {}
+    for start in successors:
+        if start in index:
+            continue
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        work = [(start, iter(successors[start]))]
+        while work:
+            node, onward = work[-1]
+            for nxt in onward:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(successors.get(nxt, ()))))
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            else:
+                work.pop()
+                if work:
+                    above = work[-1][0]
+                    low[above] = min(low[above], low[node])
+                if low[node] == index[node]:
+                    members = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        members.append(member)
+                        if member == node:
+                            break
+                    if len(members) > 1:
+                        smallest = min(members)
+                        groups.update((m, smallest) for m in members)
+    return groups
 
 
-def _forward_colours(arcs: DataFrame, max_iterations: int) -> DataFrame:
-    """``(id, colour)``: colour = smallest id among the nodes that reach ``id`` (itself included)."""
-    nodes = arcs.select(F.col("src").alias("id")).union(arcs.select(F.col("dst").alias("id"))).distinct()
-    colours = nodes.select("id", F.col("id").alias("colour"), F.lit(True).alias("_changed"))
-    for _ in range(max_iterations):
-        # Only nodes whose colour just changed have something new to offer.
-        offers = (arcs.join(colours.where("_changed").select(F.col("id").alias("src"), "colour"), "src")
-                  .groupBy(F.col("dst").alias("id")).agg(F.min("colour").alias("_offer")))
-        changed = F.coalesce(F.col("_offer") < F.col("colour"), F.lit(False))
-        colours, seen = _cut_counted(
-            colours.join(offers, "id", "left").select(
-                "id", F.least("colour", F.coalesce("_offer", "colour")).alias("colour"),
-                changed.alias("_changed")),
-            changed=_rows_where(F.col("_changed")))
-        if not seen["changed"]:
-            return colours.select("id", "colour")
-    raise GraphConvergenceError(f"cycle colouring did not settle in {max_iterations} steps")
+def _cycles_table(table: Any) -> Any:
+    """``applyInArrow`` body: one bucket's ``(child, parent)`` edges in, ``(id, cycle_group)``
+    of its nodes on cycles out."""
+    import pyarrow as pa
 
-
-def _backward_members(arcs: DataFrame, colours: DataFrame, max_iterations: int) -> DataFrame:
-    """``(id, colour)`` of the nodes that reach their colour's root: its component."""
-    same = _cut(arcs.join(colours.select(F.col("id").alias("src"), F.col("colour").alias("_c")), "src")
-                .join(colours.select(F.col("id").alias("dst"), "colour"), "dst")
-                .where(F.col("_c") == F.col("colour")).select("src", "dst", "colour"))
-    members = colours.where(F.col("id") == F.col("colour")).withColumn("_new", F.lit(True))
-    for _ in range(max_iterations):
-        reached = (same.join(members.where("_new").select(F.col("id").alias("dst")), "dst", "left_semi")
-                   .select(F.col("src").alias("id"), "colour").distinct()
-                   .join(members, "id", "left_anti"))
-        members, seen = _cut_counted(
-            members.select("id", "colour", F.lit(False).alias("_new"))
-            .union(reached.select("id", "colour", F.lit(True).alias("_new"))),
-            new=_rows_where(F.col("_new")))
-        if not seen["new"]:
-            return members.select("id", "colour")
-    raise GraphConvergenceError(f"cycle membership did not settle in {max_iterations} steps")
+    groups = cycle_groups_of(list(zip(_strings(table, "child"), _strings(table, "parent"))))
+    return pa.table({"id": pa.array(list(groups), pa.string()),
+                     CYCLE_GROUP_COLUMN: pa.array(list(groups.values()), pa.string())})

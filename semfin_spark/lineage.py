@@ -119,10 +119,11 @@ def run_lineage(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     store.overwrite(LINEAGE_EDGES, edges, operation="LINEAGE")
 
     report: dict[str, Any] = {"edges": n_edges, "self_loops": n_loops}
-    report.update(_components(spark, store, edges, settings.graph.backend, progress))
-    report["cycles"] = _cycles(spark, edges, settings)
+    figures, components = _components(spark, store, edges, settings, progress)
+    report.update(figures)
+    report["cycles"] = _cycles(spark, edges, components)
     licences = node_licenses(store).persist(StorageLevel.MEMORY_AND_DISK)
-    report.update(_chains(spark, store, edges, licences, settings, progress))
+    report.update(_chains(spark, store, edges, licences, components, settings, progress))
     report.update(_conflicts(spark, store, edges, licences, rules, progress))
     report["table_versions"] = {t.name: store.version(t) for t in (
         LINEAGE_EDGES, LINEAGE_COMPONENTS, LINEAGE_CHAINS, LICENSE_CONFLICTS)}
@@ -131,14 +132,15 @@ def run_lineage(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     return report
 
 
-def _components(spark: SparkSession, store: DeltaStore, edges: DataFrame, graph_backend: str,
-                progress: Callable[[str], None]) -> dict[str, Any]:
+def _components(spark: SparkSession, store: DeltaStore, edges: DataFrame, settings: Settings,
+                progress: Callable[[str], None]) -> tuple[dict[str, Any], DataFrame]:
     models = store.read(HUB_MODELS).select("id")
     external = edges.where("parent_external").select(F.col("parent").alias("id")).distinct()
     nodes = models.unionByName(external).distinct()
     comps = graph.connected_components(spark, edges.select(F.col("child").alias("src"),
                                                            F.col("parent").alias("dst")), nodes,
-                                        backend=graph_backend)
+                                        backend=settings.graph.backend,
+                                        local_max_edges=settings.graph.local_max_edges)
     sizes = comps.groupBy("component").agg(F.count("*").alias("component_size"))
     table = (comps.join(sizes, "component")
              .join(external.withColumn("external", F.lit(True)), "id", "left")
@@ -152,19 +154,20 @@ def _components(spark: SparkSession, store: DeltaStore, edges: DataFrame, graph_
     isolated = stored.where("component_size = 1 AND NOT external").count()
     progress(f"lineage: {figures['components']} components (largest {figures['largest']}), "
              f"{isolated} isolated models")
-    return {"components": figures["components"], "largest_component": figures["largest"] or 0,
-            "isolated_models": isolated}
+    return ({"components": figures["components"], "largest_component": figures["largest"] or 0,
+             "isolated_models": isolated},
+            stored.select(F.col("model_id").alias("id"), F.col("component_id").alias("component")))
 
 
-def _cycles(spark: SparkSession, edges: DataFrame, settings: Settings) -> dict[str, Any]:
-    on_cycles = graph.find_cycles(spark, edges.select("child", "parent"),
-                                  max_depth=settings.lineage.max_depth)
+def _cycles(spark: SparkSession, edges: DataFrame, components: DataFrame) -> dict[str, Any]:
+    on_cycles = graph.find_cycles(spark, edges.select("child", "parent"), components=components)
     return {"nodes_on_cycles": on_cycles.count(),
             "count": on_cycles.select(graph.CYCLE_GROUP_COLUMN).distinct().count()}
 
 
 def _chains(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: DataFrame,
-            settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
+            components: DataFrame, settings: Settings,
+            progress: Callable[[str], None]) -> dict[str, Any]:
     limits = settings.lineage
     child_lic = licences.select(F.col("id").alias("child"),
                                 *[F.col(f"license_{v}").alias(f"child_license_{v}") for v in VARIANTS])
@@ -177,7 +180,7 @@ def _chains(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: 
                          F.col("relation").alias("relation_with_imputed"),
                          *[f"child_license_{v}" for v in VARIANTS]))
     paths = graph.root_to_leaf_paths(spark, relations, max_depth=limits.max_depth,
-                                     max_fanout=limits.max_fanout)
+                                     max_fanout=limits.max_fanout, components=components)
     root_lic = licences.select(F.col("id").alias("root"),
                                *[F.col(f"license_{v}").alias(f"_root_license_{v}") for v in VARIANTS])
     chains = paths.join(root_lic, "root", "left")

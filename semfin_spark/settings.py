@@ -49,6 +49,7 @@ class DeltaSettings:
 @dataclass(frozen=True)
 class GraphSettings:
     backend: str = "auto"
+    local_max_edges: int = 5_000_000
 
 
 @dataclass(frozen=True)

@@ -155,11 +155,12 @@ def test_real_graph_shape(real_edges):
     assert sum(1 for c, p, _ in real_edges if c == p) == 42
 
 
-def test_components_of_real_graph_equal_union_find(spark, real_edges):
+@pytest.mark.parametrize("backend", ["local", "dataframe"])
+def test_components_of_real_graph_equal_union_find(spark, real_edges, backend):
     nodes = sorted({n for c, p, _ in real_edges for n in (c, p)})
     got = collect_components(connected_components(
         spark, as_src_dst(edges_df(spark, real_edges)),
-        spark.createDataFrame([(n,) for n in nodes], "id string"), backend="dataframe"))
+        spark.createDataFrame([(n,) for n in nodes], "id string"), backend=backend))
     want = oracle_components(nodes, [(c, p) for c, p, _ in real_edges])
     assert len(got) == len(want) == 29_973
     assert len(set(got.values())) == len(set(want.values()))
@@ -304,7 +305,7 @@ def test_zoo_cycles(spark):
                    "ea": "ea", "eb": "ea", "ec": "ea"}
 
 
-def test_cycles_exact_whatever_max_depth(spark):
+def test_cycles_between_sharing_and_beside_cycles(spark):
     ring = [(f"l{(i + 1) % 8:02d}", f"l{i:02d}") for i in range(8)]  # a cycle of 8 nodes
     edges = ring + [
         # two cycles joined by a path: hm lies between them, not on a cycle
@@ -314,7 +315,7 @@ def test_cycles_exact_whatever_max_depth(spark):
         # a detour that rejoins the ring is on the cycle; a branch hanging off it is not
         ("t1", "l02"), ("t2", "t1"), ("l05", "t2"), ("u1", "l06"), ("u2", "u1")]
     df = spark.createDataFrame(edges, "child string, parent string")
-    got = collect_cycles(find_cycles(spark, df, max_depth=1))
+    got = collect_cycles(find_cycles(spark, df))
     assert got == oracle_cycles(edges)
     assert "hm" not in got and got["hx"] == "hx" and got["ha"] == "ha"
     assert {got[k] for k in ("ka", "kb", "kc")} == {"ka"}
@@ -356,9 +357,10 @@ def test_paths_schema_without_extra_columns(spark):
     assert [v["edge"] for v in row[EDGE_VALUES_COLUMN]] == [True, True]
 
 
-def test_zoo_components_with_isolated_nodes(spark):
+@pytest.mark.parametrize("backend", ["auto", "dataframe"])
+def test_zoo_components_with_isolated_nodes(spark, backend):
     nodes = spark.createDataFrame([("lonely",), ("m",)], "id string")
-    comps = connected_components(spark, as_src_dst(edges_df(spark, ZOO)), nodes)
+    comps = connected_components(spark, as_src_dst(edges_df(spark, ZOO)), nodes, backend=backend)
     assert dict(comps.dtypes) == {"id": "string", "component": "string"}
     got = collect_components(comps)
     assert got == oracle_components(["lonely"], [(c, p) for c, p, _ in ZOO])
@@ -367,14 +369,17 @@ def test_zoo_components_with_isolated_nodes(spark):
         "s": "s", "s3": "s2", "g1": "g0", "lonely": "lonely"}
 
 
-def test_components_long_chain_and_no_edges(spark):
+@pytest.mark.parametrize("backend", ["local", "dataframe"])
+def test_components_long_chain_and_no_edges(spark, backend):
     ids = [f"m{i:04d}" for i in range(200)]
     random.Random(3).shuffle(ids)  # a path visiting ids in random order: many rounds naively
     chain = spark.createDataFrame(list(zip(ids, ids[1:])), "src string, dst string")
-    assert set(collect_components(connected_components(spark, chain)).values()) == {"m0000"}
+    assert set(collect_components(connected_components(spark, chain, backend=backend)).values()) \
+        == {"m0000"}
     no_edges = spark.createDataFrame([], "src string, dst string")
     alone = spark.createDataFrame([("b",), ("a",), ("a",)], "id string")
-    assert collect_components(connected_components(spark, no_edges, alone)) == {"a": "a", "b": "b"}
+    assert collect_components(connected_components(spark, no_edges, alone, backend=backend)) \
+        == {"a": "a", "b": "b"}
 
 
 def test_backend_choice_errors(spark):
@@ -385,8 +390,9 @@ def test_backend_choice_errors(spark):
     if not graphframes_available(spark):
         with pytest.raises(GraphFramesUnavailableError, match="--packages"):
             connected_components(spark, edges, backend="graphframes")
-        # auto falls back to the DataFrame algorithm
-        assert collect_components(connected_components(spark, edges)) == {"a": "a", "b": "a"}
+        # auto takes the DataFrame algorithm past local_max_edges
+        assert collect_components(connected_components(spark, edges, local_max_edges=0)) \
+            == {"a": "a", "b": "a"}
 
 
 def test_graphframes_backend_matches_dataframe_backend(spark, real_edges):
