@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
@@ -47,7 +49,7 @@ _CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException",
               "DELTA_PROTOCOL_CHANGED", "DELTA_PATH_EXISTS")
 
 
-_NO_DATA_CHANGE = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
+_NO_DATA_CHANGE = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"})
 """Delta operations that commit a version without changing any row."""
 
 
@@ -57,6 +59,13 @@ _NO_DATA_CHANGE = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
 # nightly's upkeep still runs OPTIMIZE. Readers outside Spark ignore these properties.
 TABLE_PROPERTIES = {"delta.autoOptimize.optimizeWrite": "true",
                     "delta.autoOptimize.autoCompact": "true"}
+
+
+RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"
+"""The table property that sets how old an unreferenced file must be before VACUUM deletes it."""
+
+COMPACT_BYTES_PER_FILE = 64 * 1024 * 1024
+"""The nightly compacts a table holding more than one file per this many bytes."""
 
 
 class DeltaError(RuntimeError):
@@ -309,6 +318,61 @@ class DeltaStore:
             merge.execute()
         return self._result(table, before)
 
+    def file_summary(self, table: str | Table) -> tuple[int, int] | None:
+        """``(number of data files, their bytes)`` of the current version, read from the
+        checksum file Delta writes beside each commit (``_delta_log/<version>.crc``): no
+        Spark job, no log replay. None when the table or its checksum is missing."""
+        version = self.version(table)
+        if version is None:
+            return None
+        text = self._small_file(f"{self.path(table)}/_delta_log/{version:020d}.crc")
+        if text is None:
+            return None
+        try:
+            crc = json.loads(text)
+            return int(crc["numFiles"]), int(crc["tableSizeBytes"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def needs_compaction(self, table: str | Table) -> bool:
+        """Whether the table holds more files than its size needs: more than one per
+        :data:`COMPACT_BYTES_PER_FILE` (at least one). Unknown (no checksum): yes."""
+        summary = self.file_summary(table)
+        if summary is None:
+            return self.exists(table)
+        files, size = summary
+        return files > max(1, math.ceil(size / COMPACT_BYTES_PER_FILE))
+
+    def oldest_data_file_age_hours(self, table: str | Table) -> float | None:
+        """Age in hours of the table folder's oldest data file (outside ``_delta_log``),
+        listed on the driver through Hadoop's file system; None when it has none."""
+        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
+        root = jvm.org.apache.hadoop.fs.Path(self.path(table))
+        fs = root.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+        if not fs.exists(root):
+            return None
+        oldest = None
+        files = fs.listFiles(root, True)
+        while files.hasNext():
+            status = files.next()
+            if "/_delta_log/" in status.getPath().toUri().getPath():
+                continue
+            stamp = status.getModificationTime()
+            oldest = stamp if oldest is None else min(oldest, stamp)
+        return None if oldest is None else (time.time() * 1000 - oldest) / 3_600_000
+
+    def _small_file(self, path: str) -> str | None:
+        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
+        hpath = jvm.org.apache.hadoop.fs.Path(path)
+        fs = hpath.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+        if not fs.exists(hpath):
+            return None
+        stream = fs.open(hpath)
+        try:
+            return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        finally:
+            stream.close()
+
     def optimize(self, table: str | Table) -> dict[str, Any]:
         """Compact the table's small files (``OPTIMIZE``); returns Delta's metrics.
 
@@ -328,11 +392,24 @@ class DeltaStore:
 
         Files of killed or failed writes and files replaced by later versions go; time
         travel to versions older than the retention stops working.
+
+        Implementation details:
+            Delta 4 ignores a retention given to ``VACUUM`` other than 0 hours and uses the
+            table's ``delta.deletedFileRetentionDuration`` (7 days by default), so the
+            retention is written to that property first, in a metadata-only commit made
+            only when the property differs.
         """
         if not self.exists(table):
             return
         from delta.tables import DeltaTable
 
+        wanted = f"interval {max(0, round(retention_hours * 60))} minutes"
+        location = self.path(table).replace("`", "``")
+        properties = self.spark.sql(f"DESCRIBE DETAIL delta.`{location}`").first().properties
+        if properties.get(RETENTION_PROPERTY) != wanted:
+            with self._committing(table, "SET RETENTION", None):
+                self.spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES "
+                               f"('{RETENTION_PROPERTY}' = '{wanted}')")
         check = "spark.databricks.delta.retentionDurationCheck.enabled"
         previous = self.spark.conf.get(check, "true")
         if retention_hours < 168:  # Delta refuses short retentions unless told it is meant

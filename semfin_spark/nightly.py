@@ -140,22 +140,40 @@ def _registered_models(result: NightlyResult, log: RunLog) -> bool:
 
 def maintain_tables(store: DeltaStore, tables: list[str], *, retention_hours: float,
                     progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Compact (``OPTIMIZE``) then ``VACUUM`` each of ``tables``: the upkeep of a night.
+    """Compact (``OPTIMIZE``) then ``VACUUM`` each of ``tables`` that needs it: the upkeep
+    of a night.
 
     Only tables written this night are given: an untouched table has nothing new to
     compact, and leaving it alone keeps a night with no new data from adding versions.
+    A table is compacted when it holds more files than its size needs
+    (:meth:`~semfin_spark.delta.DeltaStore.needs_compaction`, read from the commit's
+    checksum file), and vacuumed when a data file in its folder is older than the
+    retention (younger files are never deleted, so VACUUM would delete nothing). Both
+    checks read the table's log and folder on the driver and start no Spark job; each
+    command they spare costs several.
 
     Returns:
-        Per table, the files compacted (added, removed).
+        Per table, the files compacted (removed -> added), or ``"fine"``; and ``vacuumed``,
+        the tables vacuumed.
     """
     done: dict[str, Any] = {}
+    vacuumed = []
     for name in tables:
-        metrics = store.optimize(name)
-        store.vacuum(name, retention_hours)
-        done[name] = f"{metrics.get('numFilesRemoved') or 0}->{metrics.get('numFilesAdded') or 0} files"
+        if store.needs_compaction(name):
+            metrics = store.optimize(name)
+            done[name] = (f"{metrics.get('numFilesRemoved') or 0}->"
+                          f"{metrics.get('numFilesAdded') or 0} files")
+        else:
+            done[name] = "fine"
+        age = store.oldest_data_file_age_hours(name)
+        if age is not None and age > retention_hours:
+            store.vacuum(name, retention_hours)
+            vacuumed.append(name)
     if tables:
-        progress(f"nightly: upkeep: OPTIMIZE and VACUUM ({retention_hours:g} h) on {len(tables)} tables")
-    return done
+        compacted = sum(v != "fine" for v in done.values())
+        progress(f"nightly: upkeep: {compacted} of {len(tables)} tables compacted (OPTIMIZE), "
+                 f"{len(vacuumed)} vacuumed (files older than {retention_hours:g} h)")
+    return {**done, "vacuumed": vacuumed} if tables else done
 
 
 def _plain(obj: Any) -> Any:

@@ -166,6 +166,31 @@ def test_vacuum_removes_files_no_version_needs(spark, store):
     assert rows_of(store) == [("b/y", "de", "language", "de", None)]
 
 
+def test_upkeep_compacts_and_vacuums_only_what_needs_it(spark, store):
+    from semfin_spark.nightly import maintain_tables
+
+    store.overwrite(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]))
+    assert store.file_summary(MODEL_TAGS)[0] == 1 and not store.needs_compaction(MODEL_TAGS)
+    version = store.version(MODEL_TAGS)
+    # One small file and nothing older than the retention: no command, no version.
+    assert maintain_tables(store, [MODEL_TAGS.name], retention_hours=1, progress=print) == {
+        MODEL_TAGS.name: "fine", "vacuumed": []}
+    assert store.version(MODEL_TAGS) == version
+    for i in range(2):
+        store.append(MODEL_TAGS, tags_df(spark, [(f"b/{i}", "de", "language", "de")]))
+    assert store.file_summary(MODEL_TAGS)[0] == 3 and store.needs_compaction(MODEL_TAGS)
+    folder = store.path(MODEL_TAGS)
+    orphan = os.path.join(folder, "part-00000-killed-write.snappy.parquet")
+    with open(orphan, "wb") as fh:
+        fh.write(b"PAR1 left by a killed job")
+    os.utime(orphan, (time.time() - 7200, time.time() - 7200))
+    assert store.oldest_data_file_age_hours(MODEL_TAGS) > 1.9
+    done = maintain_tables(store, [MODEL_TAGS.name], retention_hours=1, progress=print)
+    assert done == {MODEL_TAGS.name: "3->1 files", "vacuumed": [MODEL_TAGS.name]}
+    assert not os.path.exists(orphan) and store.file_summary(MODEL_TAGS)[0] == 1
+    assert len(rows_of(store)) == 3
+
+
 def test_reader_during_writes_sees_whole_versions_only(spark, store):
     small = tags_df(spark, [(f"m/{i}", "t", "other", "t") for i in range(10)])
     large = tags_df(spark, [(f"m/{i}", "t", "other", "t") for i in range(500)]).repartition(4)
