@@ -132,7 +132,9 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                 spark, settings, name, data, neighbours, seed, progress)
             data.unpersist()
     finally:
-        for df in cached:
+        # Dependents first: uncaching a frame makes Spark rebuild every cached frame
+        # built on it (measured: 80 jobs and 11 s in impute before this order).
+        for df in reversed(cached):
             df.unpersist()
     return report
 

@@ -908,7 +908,9 @@ def flatten(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         progress(summary.summary())
         return summary
     finally:
-        for df in cached:
+        # Dependents first: uncaching a frame makes Spark rebuild every cached frame
+        # built on it (measured: 80 jobs and 11 s in impute before this order).
+        for df in reversed(cached):
             df.unpersist()
 
 

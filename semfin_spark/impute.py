@@ -204,9 +204,10 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                 progress(f"impute {name}: nothing changed since {model_name} v{version}")
                 continue
             model = load_field_model(settings, model_name, version)
-            scored = _scored_rows(todo, model, threshold, model_name, version, run_id)
-            scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
-            cached.append(scored)
+            # Cut from its plan (not persisted), so releasing todo below leaves it whole:
+            # Spark rebuilds any cached plan that depends on one being uncached.
+            scored = _scored_rows(todo, model, threshold, model_name, version, run_id) \
+                .localCheckpoint(eager=True)
             counts = scored.agg(F.count("imputed_value").alias("imputed")).first()
             todo.unpersist()  # scored holds what is left to write, without the tokens
             outcome.imputed = int(counts["imputed"])
@@ -223,7 +224,9 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                 "models": ",".join(f"{m}/{v}" for m, v, _ in models.values())})
             result.table_version = written.version
     finally:
-        for df in cached:
+        # Dependents first: uncaching a frame makes Spark rebuild every cached frame
+        # built on it (measured: 80 jobs and 11 s here before this order).
+        for df in reversed(cached):
             df.unpersist()
     return result
 
