@@ -186,10 +186,6 @@ def _rows() -> Column:
     return F.count(F.lit(1))
 
 
-def _rows_where(condition: Column) -> Column:
-    return F.count(F.when(condition, 1))
-
-
 # ------------------------------------------------------------------ connected components
 
 def connected_components(spark: SparkSession, edges: DataFrame, nodes: DataFrame | None = None, *,
