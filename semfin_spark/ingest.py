@@ -898,11 +898,14 @@ def _store_rejects(store: DeltaStore, parsed: DataFrame, bad_files: list[tuple[s
         F.lit(source).alias("source"), "source_file", "model_id", "reason", "detail", "raw",
         "raw_length", now.alias("rejected_at"),
     ).dropDuplicates(["reject_id"])
-    if store.exists(INGEST_REJECTS):
+    exists = store.exists(INGEST_REJECTS)
+    if exists:
         rows = rows.join(store.read(INGEST_REJECTS).select("reject_id"), "reject_id", "left_anti")
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        if rows.take(1):
+        # A first ingest with no reject still creates the table: "no rejects" is an answer
+        # an analyst's query can read, a missing table is not.
+        if not exists or rows.take(1):
             store.upsert(INGEST_REJECTS, rows, operation="INGEST_REJECTS",
                          metadata={"source": source})
     finally:
