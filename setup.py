@@ -22,12 +22,15 @@ INSTALL_REQUIRES = [
     "mlflow==3.17.2",
     # CycloneDX 1.6 schemas and validator for the AI Bills of Materials (semfin aibom).
     "cyclonedx-python-lib[json-validation]==11.6.0",
+    # semfin sql on one machine: DuckDB over the Delta tables opened by delta-rs (no JVM).
+    "duckdb==1.4.4",
+    "deltalake==1.6.6",
 ]
 
 EXTRAS_REQUIRE = {
-    # DuckDB with its Delta extension as a wheel, since DuckDB cannot download it here.
-    # Readers outside Spark, which the tests hold every table to: delta-rs and DuckDB.
-    "test": ["pytest==9.0.3", "deltalake==1.6.6", "duckdb==1.4.4",
+    # DuckDB's Delta extension as a wheel, since DuckDB cannot download it here: the tests
+    # hold every table readable by it (delta_scan), as by delta-rs.
+    "test": ["pytest==9.0.3",
              "duckdb-ext-delta==1.4.4.20260205; platform_machine == 'x86_64' and sys_platform == 'linux'"],
     # The single-process Python peer that scripts/bench.py compares the stages against
     # (scripts/bench_peer.py): scikit-learn classifiers, networkx graphs.
@@ -36,15 +39,13 @@ EXTRAS_REQUIRE = {
 
 
 class BuildWithConf(build_py):
-    """Ship conf/*.yaml and spark-defaults.conf inside the wheel (semfin_spark/conf)."""
+    """Ship conf/ (settings, licence rules, spark-defaults.conf, the named queries in
+    conf/queries/) inside the wheel as semfin_spark/conf."""
 
     def run(self):
         super().run()
         target = Path(self.build_lib) / "semfin_spark" / "conf"
-        target.mkdir(parents=True, exist_ok=True)
-        for src in (HERE / "conf").iterdir():
-            if src.is_file():
-                shutil.copy2(src, target / src.name)
+        shutil.copytree(HERE / "conf", target, dirs_exist_ok=True)
 
 
 setup(

@@ -190,29 +190,109 @@ def _nightly(spark: Any, store: Any, settings: Settings, args: argparse.Namespac
 
 
 def _sql_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("query", help="Spark SQL; every table is a view named after it")
+    p.add_argument("query", nargs="?",
+                   help="SQL (statements end with ';'); every table is a view named after it. "
+                        "None: an interactive shell, or the statements on standard input")
+    p.add_argument("--query", dest="named", metavar="NAME",
+                   help="run a named query of conf/queries/ (see --list)")
+    p.add_argument("--list", action="store_true", help="list the named queries and the views")
+    p.add_argument("--engine", choices=("auto", "duckdb", "spark"), default="auto",
+                   help="auto (default): Spark SQL under spark-submit or with --master, else "
+                        "DuckDB over the Delta tables (no JVM)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--limit", type=int, default=1000, help="rows printed at most (default 1000)")
     p.add_argument("--as-of", help="time travel: a version or timestamp for every table, or "
                                    "TABLE=VERSION|TIMESTAMP,... (e.g. hub_models=3)")
+    p.add_argument("--out", help="write the results to this file instead of printing them")
+
+
+def sql_engine(args: argparse.Namespace, settings: Settings) -> str:
+    """The engine ``semfin sql`` runs on: ``--engine``, else Spark under spark-submit, with
+    an explicit ``--master`` or on a warehouse that is not a local folder, else DuckDB
+    where it is installed."""
+    import importlib.util
+
+    from semfin_spark.session import under_spark_submit
+    from semfin_spark.settings import local_path
+
+    if args.engine != "auto":
+        return args.engine
+    if under_spark_submit() or args.master or local_path(settings.warehouse) is None:
+        return "spark"
+    have = all(importlib.util.find_spec(m) for m in ("duckdb", "deltalake", "pyarrow"))
+    return "duckdb" if have else "spark"
 
 
 def _sql(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
-    from semfin_spark.sql import parse_as_of, run_query
+    from semfin_spark.sql import SparkEngine, parse_as_of
 
-    result = run_query(spark, store, args.query, parse_as_of(args.as_of)).limit(args.limit)
-    if args.format == "table":
-        result.show(args.limit, truncate=False)
-    elif args.format == "json":
-        for line in result.toJSON().collect():
-            print(line)
-    else:
-        import csv
+    return _sql_session(SparkEngine(spark, store, parse_as_of(args.as_of)), settings, args)
 
-        writer = csv.writer(sys.stdout)
-        writer.writerow(result.columns)
-        writer.writerows(result.collect())
-    return EXIT_OK
+
+def _sql_duckdb(settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.delta import DeltaError
+    from semfin_spark.settings import local_path
+    from semfin_spark.sql import parse_as_of
+    from semfin_spark.sql_duckdb import DuckDBEngine
+
+    try:
+        engine = DuckDBEngine(local_path(settings.warehouse) or settings.warehouse,
+                              parse_as_of(args.as_of))
+    except ValueError as exc:
+        _error("sql", exc)
+        return EXIT_USAGE
+    except DeltaError as exc:
+        _error("sql", exc)
+        return EXIT_DATA
+    try:
+        return _sql_session(engine, settings, args)
+    finally:
+        engine.close()
+
+
+def _sql_session(engine: Any, settings: Settings, args: argparse.Namespace) -> int:
+    """``semfin sql`` on either engine: the query, the named query, standard input or the
+    shell; the results to standard output or ``--out``."""
+    import os
+
+    from semfin_spark.sql import (
+        UnknownQueryError,
+        interactive_shell,
+        named_queries,
+        named_query,
+        run_script,
+    )
+
+    conf_dir = settings.conf_dir
+    if args.list:
+        for query in named_queries(conf_dir).values():
+            print(f"{query.name:48s} {query.title}")
+        print(f"\nviews ({engine.name}): {', '.join(engine.views())}")
+        return EXIT_OK
+    if args.named and args.query:
+        _error("sql", "give a query or --query NAME, not both")
+        return EXIT_USAGE
+    try:
+        script = named_query(conf_dir, args.named).text if args.named else args.query
+    except UnknownQueryError as exc:
+        _error("sql", exc)
+        return EXIT_USAGE
+    if script is None and sys.stdin.isatty() and not args.out:
+        history = os.path.join(os.path.expanduser("~"), ".semfin_sql_history")
+        interactive_shell(engine, fmt=args.format, limit=args.limit, history=history,
+                          conf_dir=conf_dir)
+        return EXIT_OK
+    if script is None:
+        script = sys.stdin.read()
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    try:
+        failed = run_script(engine, script, fmt=args.format, limit=args.limit,
+                            write=lambda text: print(text, file=out), conf_dir=conf_dir)
+    finally:
+        if args.out:
+            out.close()
+            progress(f"sql: wrote {args.out}")
+    return EXIT_USAGE if failed else EXIT_OK
 
 
 def _tables_args(p: argparse.ArgumentParser) -> None:
@@ -306,7 +386,8 @@ STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable
     "lineage": ("rebuild lineage: components, chains, licence conflicts, report", _lineage_args, _lineage),
     "nightly": ("the whole refresh: ingest, then every downstream stage, then a summary",
                 _nightly_args, _nightly),
-    "sql": ("run a Spark SQL query over the warehouse's tables", _sql_args, _sql),
+    "sql": ("read-only SQL over the warehouse's tables (DuckDB, or Spark SQL under "
+            "spark-submit), named queries, an interactive shell", _sql_args, _sql),
     "tables": ("list the warehouse's tables with version and row count", _tables_args, _tables),
     "aibom": ("write a model's CycloneDX 1.6 AI Bill of Materials with its whole lineage",
               _aibom_args, _aibom),
@@ -363,6 +444,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.stage in DRIVER_ONLY_STAGES:
         return STAGES[args.stage][2](settings, args)
+    if args.stage == "sql" and sql_engine(args, settings) == "duckdb":
+        return _sql_duckdb(settings, args)
     with ExitStack() as held:
         if args.stage in WRITING_STAGES:
             try:

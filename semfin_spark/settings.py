@@ -232,9 +232,15 @@ def _extracted_conf(packaged: Any) -> Path:
 
     folder = Path(tempfile.mkdtemp(prefix="semfin-conf-"))
     atexit.register(shutil.rmtree, folder, True)
-    for item in packaged.iterdir():
-        if item.is_file():
-            (folder / item.name).write_bytes(item.read_bytes())
+    pending = [(packaged, folder)]
+    while pending:  # conf/ and its subfolders (conf/queries/)
+        source, target = pending.pop()
+        for item in source.iterdir():
+            if item.is_file():
+                (target / item.name).write_bytes(item.read_bytes())
+            elif item.is_dir():
+                (target / item.name).mkdir()
+                pending.append((item, target / item.name))
     return folder
 
 
