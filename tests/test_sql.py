@@ -242,7 +242,8 @@ def _expected_answers(warehouse):
 
     runs = _frame(warehouse, "runs")
     nights = runs[(runs.stage == "nightly") & (runs.status == "succeeded")]
-    last = nights.started_at.max()
+    last_run = nights.sort_values("ended_at").run_id.iloc[-1]
+    last = runs[runs.run_id == last_run].started_at.min()
     flat = _frame(warehouse, "flatten_state")
     rejects = _frame(warehouse, "ingest_rejects")
     out["changed-since-previous-night"] = [

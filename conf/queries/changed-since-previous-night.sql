@@ -3,10 +3,11 @@
 -- gone from it, configs flattened again, values imputed, records rejected. Rows carry
 -- their write time, so this reads the current tables only (`semfin sql --as-of` and
 -- `semfin report` compare whole versions).
-WITH last AS (
-    SELECT max(started_at) AS started_at
+WITH last AS (  -- when the last successful nightly's first stage started
+    SELECT min(started_at) AS started_at
     FROM runs
-    WHERE stage = 'nightly' AND status = 'succeeded'
+    WHERE run_id = (SELECT run_id FROM runs WHERE stage = 'nightly' AND status = 'succeeded'
+                    ORDER BY ended_at DESC LIMIT 1)
 )
 SELECT 'models added or changed' AS change, count(*) AS rows_changed
 FROM hub_models, last WHERE hub_models.ingested_at >= last.started_at
