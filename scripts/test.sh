@@ -3,5 +3,6 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
+ensure_chromium
 cd "$ROOT"
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

@@ -210,17 +210,16 @@ def sql_engine(args: argparse.Namespace, settings: Settings) -> str:
     """The engine ``semfin sql`` runs on: ``--engine``, else Spark under spark-submit, with
     an explicit ``--master`` or on a warehouse that is not a local folder, else DuckDB
     where it is installed."""
-    import importlib.util
-
     from semfin_spark.session import under_spark_submit
     from semfin_spark.settings import local_path
+
+    from semfin_spark.sql import duckdb_available
 
     if args.engine != "auto":
         return args.engine
     if under_spark_submit() or args.master or local_path(settings.warehouse) is None:
         return "spark"
-    have = all(importlib.util.find_spec(m) for m in ("duckdb", "deltalake", "pyarrow"))
-    return "duckdb" if have else "spark"
+    return "duckdb" if duckdb_available() else "spark"
 
 
 def _sql(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
@@ -293,6 +292,50 @@ def _sql_session(engine: Any, settings: Settings, args: argparse.Namespace) -> i
             out.close()
             progress(f"sql: wrote {args.out}")
     return EXIT_USAGE if failed else EXIT_OK
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="folder for report.html and report.json "
+                                 "(default <warehouse>/reports)")
+    p.add_argument("--engine", choices=("auto", "duckdb", "spark"), default="auto",
+                   help="as for semfin sql")
+
+
+def _report_out(settings: Settings, args: argparse.Namespace) -> str:
+    import os
+
+    from semfin_spark.settings import local_path
+
+    return args.out or os.path.join(local_path(settings.warehouse) or settings.warehouse,
+                                    "reports")
+
+
+def _report(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.report import make_report
+    from semfin_spark.sql import SparkEngine
+
+    make_report(SparkEngine(spark, store), settings.warehouse, _report_out(settings, args),
+                progress=progress)
+    return EXIT_OK
+
+
+def _report_duckdb(settings: Settings, args: argparse.Namespace) -> int:
+    from semfin_spark.report import make_report
+    from semfin_spark.settings import local_path
+    from semfin_spark.sql import MissingTableError
+    from semfin_spark.sql_duckdb import DuckDBEngine
+
+    warehouse = local_path(settings.warehouse) or settings.warehouse
+    engine = DuckDBEngine(warehouse)
+    try:
+        make_report(engine, warehouse, _report_out(settings, args), progress=progress)
+    except MissingTableError as exc:
+        _error("report", exc)
+        return EXIT_DATA
+    finally:
+        engine.close()
+    print(f"open it: file://{_report_out(settings, args)}/report.html")
+    return EXIT_OK
 
 
 def _tables_args(p: argparse.ArgumentParser) -> None:
@@ -388,6 +431,8 @@ STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable
                 _nightly_args, _nightly),
     "sql": ("read-only SQL over the warehouse's tables (DuckDB, or Spark SQL under "
             "spark-submit), named queries, an interactive shell", _sql_args, _sql),
+    "report": ("write the nightly report: one self-contained HTML page with its plots, and "
+               "the same figures as JSON", _report_args, _report),
     "tables": ("list the warehouse's tables with version and row count", _tables_args, _tables),
     "aibom": ("write a model's CycloneDX 1.6 AI Bill of Materials with its whole lineage",
               _aibom_args, _aibom),
@@ -396,6 +441,8 @@ STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable
 }
 # Stages that need neither Spark nor the warehouse.
 DRIVER_ONLY_STAGES = frozenset({"snapshot"})
+# Stages that read the warehouse with DuckDB on the embedded default (see sql_engine).
+DUCKDB_STAGES = {"sql": _sql_duckdb, "report": _report_duckdb}
 
 
 # ------------------------------------------------------------------ main
@@ -444,8 +491,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.stage in DRIVER_ONLY_STAGES:
         return STAGES[args.stage][2](settings, args)
-    if args.stage == "sql" and sql_engine(args, settings) == "duckdb":
-        return _sql_duckdb(settings, args)
+    if args.stage in DUCKDB_STAGES and sql_engine(args, settings) == "duckdb":
+        return DUCKDB_STAGES[args.stage](settings, args)
     with ExitStack() as held:
         if args.stage in WRITING_STAGES:
             try:

@@ -321,6 +321,8 @@ def evaluate_command(spark: SparkSession, store: DeltaStore, settings: Settings,
 
     Returns:
         The report of :func:`evaluate`, with ``"source"`` (the snapshot or the warehouse).
+        The evaluation of a local warehouse is also kept in it
+        (:func:`evaluation_path`) for the nightly report.
     """
     _check(fields, split, test_fraction)
     if snapshot:
@@ -332,4 +334,26 @@ def evaluate_command(spark: SparkSession, store: DeltaStore, settings: Settings,
         report = evaluate(spark, store, settings, fields=fields, split=split,
                           test_fraction=test_fraction, seed=seed, progress=progress)
         report["source"] = f"warehouse:{settings.warehouse}"
+        _keep_evaluation(settings.warehouse, report)
     return report
+
+
+def evaluation_path(warehouse: str) -> str:
+    """Where the last evaluation of a (local) warehouse is kept: the nightly report
+    (:mod:`semfin_spark.report`) shows it."""
+    return os.path.join(warehouse, "reports", "evaluation.json")
+
+
+def _keep_evaluation(warehouse: str, report: dict[str, Any]) -> None:
+    import json
+
+    from semfin_spark.settings import local_path
+
+    local = local_path(warehouse)
+    if local is None:  # a remote warehouse: the report says no evaluation is on record
+        return
+    path = evaluation_path(local)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2, default=str)
+    os.replace(path + ".tmp", path)

@@ -29,6 +29,9 @@ class NightlyResult:
     tables: dict[str, dict[str, int | None]] = field(default_factory=dict)
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     run_id: str | None = None
+    report: dict[str, str] = field(default_factory=dict)
+    """``html`` and ``json``: the nightly report's files; ``error`` when it failed;
+    ``mlflow_ui``: the command that opens the runs behind it."""
 
 
 STAGES = ("ingest", "flatten", "train", "impute", "lineage")
@@ -125,9 +128,41 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
     if store.exists(INGEST_REJECTS):
         result.rejects_by_reason = {r[0]: r[1] for r in store.read(INGEST_REJECTS)
                                     .groupBy("reason").agg(F.count("*")).collect()}
+    result.report = nightly_report(spark, store, settings, progress=progress)
     with log.stage("nightly") as counts:
         counts.update({name: _short(figures) for name, figures in result.stages.items()})
     return result
+
+
+def nightly_report(spark: SparkSession, store: DeltaStore, settings: Settings, *,
+                   progress: Callable[[str], None] = print) -> dict[str, str]:
+    """Write the report (:mod:`semfin_spark.report`) into ``<warehouse>/reports`` with
+    DuckDB on a local warehouse (no Spark job), else Spark SQL. A failure is reported, not
+    raised: the night's tables are written and consistent without it."""
+    from semfin_spark.redaction import redact
+    from semfin_spark.report import make_report
+    from semfin_spark.settings import local_path
+    from semfin_spark.sql import SparkEngine, duckdb_available
+
+    local = local_path(settings.warehouse)
+    out_dir = os.path.join(local or settings.warehouse, "reports")
+    engine: Any = None
+    try:
+        if local is not None and duckdb_available():
+            from semfin_spark.sql_duckdb import DuckDBEngine
+
+            engine = DuckDBEngine(local)
+        else:
+            engine = SparkEngine(spark, store)
+        figures = make_report(engine, local or settings.warehouse, out_dir, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - reported in the summary; the night stands
+        progress(f"report: failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        if engine is not None and hasattr(engine, "close"):
+            engine.close()
+    return {"html": figures["html"], "json": figures["json"],
+            "mlflow_ui": redact(f"mlflow ui --backend-store-uri {settings.tracking_uri}")}
 
 
 def _registered_models(result: NightlyResult, log: RunLog) -> bool:
@@ -209,4 +244,9 @@ def format_summary(result: NightlyResult) -> str:
     if result.rejects_by_reason:
         lines += ["", "ingest rejects by reason: " + ", ".join(
             f"{k}={v}" for k, v in sorted(result.rejects_by_reason.items()))]
+    if result.report.get("html"):
+        lines += ["", f"report: {result.report['html']}",
+                  f"runs and models in MLflow: {result.report['mlflow_ui']}"]
+    elif result.report.get("error"):
+        lines += ["", f"report: not written ({result.report['error']})"]
     return "\n".join(lines)

@@ -258,6 +258,8 @@ class Engine(Protocol):
 
     def query(self, statement: str, limit: int) -> Result: ...
 
+    def add_previous_views(self, versions: dict[str, int | None]) -> None: ...
+
 
 def _plain(value: Any) -> Any:
     """A cell as JSON would hold it: timestamps in ISO 8601, decimals as numbers, Spark
@@ -419,8 +421,8 @@ def named_query(conf_dir: str | os.PathLike[str], name: str) -> NamedQuery:
 DERIVED_VIEWS = {
     "licenses": "every licence id SemFin knows, with its family (conf/licenses.yaml's terms)",
     "lineage_chain_nodes": "lineage_chains with one row per model on each chain: variant, "
-                           "chain (the path joined with ' > '), root, leaf, position "
-                           "(0 at the root), node",
+                           "chain (the path joined with ' > '), root, leaf, pattern, "
+                           "license_pattern, position (0 at the root), node",
 }
 """Views both engines add beside the tables, so the named queries need no engine-specific
 SQL (array explosion is spelled differently in Spark and DuckDB)."""
@@ -441,12 +443,25 @@ def register_derived_views(spark: SparkSession, registered: Sequence[str]) -> li
     names = ["licenses"]
     if "lineage_chains" in registered:
         spark.sql("""
-            SELECT variant, array_join(path, ' > ') AS chain, root, leaf,
-                   position, node
+            SELECT variant, array_join(path, ' > ') AS chain, root, leaf, pattern,
+                   license_pattern, position, node
             FROM lineage_chains LATERAL VIEW posexplode(path) p AS position, node
         """).createOrReplaceTempView("lineage_chain_nodes")
         names.append("lineage_chain_nodes")
     return names
+
+
+def duckdb_available() -> bool:
+    """Whether the DuckDB engine can run here (duckdb, deltalake and pyarrow installed)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("duckdb", "deltalake", "pyarrow"))
+
+
+def _table_names() -> list[str]:
+    from semfin_spark.schemas import TABLES
+
+    return list(TABLES)
 
 
 class SparkEngine:
@@ -462,6 +477,16 @@ class SparkEngine:
 
     def views(self) -> list[str]:
         return list(self._views)
+
+    def add_previous_views(self, versions: dict[str, int | None]) -> None:
+        """``previous_<table>`` for each table: the table at ``versions[table]``, empty
+        where it had no version then."""
+        for name in [v for v in self._views if v in _table_names()]:
+            version = versions.get(name)
+            frame = (self.store.read(name, version=version) if version is not None
+                     else self.spark.table(name).where("false"))
+            frame.createOrReplaceTempView(f"previous_{name}")
+            self._views.append(f"previous_{name}")
 
     def query(self, statement: str, limit: int) -> Result:
         check_read_only(self.spark, statement, self.store.warehouse)

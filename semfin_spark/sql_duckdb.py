@@ -81,7 +81,8 @@ class DuckDBEngine:
         if "lineage_chains" in self._views:
             self.con.execute("""
                 CREATE VIEW lineage_chain_nodes AS
-                SELECT variant, array_to_string(path, ' > ') AS chain, root, leaf,
+                SELECT variant, array_to_string(path, ' > ') AS chain, root, leaf, pattern,
+                       license_pattern,
                        CAST(generate_subscripts(path, 1) - 1 AS INTEGER) AS position,
                        unnest(path) AS node
                 FROM lineage_chains""")
@@ -91,6 +92,22 @@ class DuckDBEngine:
 
     def views(self) -> list[str]:
         return list(self._views)
+
+    def add_previous_views(self, versions: dict[str, int | None]) -> None:
+        """``previous_<table>`` for each table: the table at ``versions[table]``, empty
+        where it had no version then."""
+        from semfin_spark.schemas import TABLES
+
+        for name in [v for v in self._views if v in TABLES]:
+            version = versions.get(name)
+            view = f"previous_{name}"
+            if version is None:
+                self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM {name} WHERE false")
+            else:
+                table = _open_table(os.path.join(self.warehouse, name), name, str(version))
+                self._datasets[view] = table.to_pyarrow_dataset()
+                self.con.register(view, self._datasets[view])
+            self._views.append(view)
 
     def query(self, statement: str, limit: int) -> Result:
         """The first ``limit`` rows of one read-only statement.

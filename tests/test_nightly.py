@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from semfin_spark.delta import DeltaStore
 from semfin_spark.nightly import format_summary, run_nightly
@@ -73,6 +74,11 @@ def test_second_run_converges_without_duplicates(spark, nightly_run):
     assert again.tables["config_features"]["version"] == versions["config_features"]
     for name in ("hub_models", "model_fields", "config_features", "lineage_chains"):
         assert again.tables[name]["rows"] == store.read(name).distinct().count()
+    # The report compares with the state the second night started from: nothing changed.
+    changes = json.loads(Path(again.report["json"]).read_text())["changes"]
+    assert [changes[k]["count"] for k in ("new_models", "new_conflicts", "resolved_conflicts",
+                                          "new_chains")] == [0, 0, 0, 0]
+    assert changes["newly_imputed"] == []
 
 
 def test_report_matches_what_the_generator_planted(nightly_run):
