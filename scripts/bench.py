@@ -8,6 +8,7 @@ Usage:
     .venv/bin/python scripts/bench.py --warehouse W --stages impute,lineage   # stages on a kept warehouse
     .venv/bin/python scripts/bench.py --models 20000 --stages ingest,flatten,train,impute,lineage --peer
     .venv/bin/python scripts/bench.py --stages real_lineage             # the real 30,383-edge graph
+    .venv/bin/python scripts/bench.py --warehouse W --stages sql,report  # analyst queries, report
 
 The generated Hub is first written as a snapshot file (``--hub-dir``, kept for the next
 run, not timed) and ingested from it with ``snapshot:FILE``, so the ingest measures what a
@@ -175,6 +176,36 @@ def stage_real_lineage(spark, store, settings, args) -> dict[str, Any]:
     return figures
 
 
+def _semfin(settings, *arguments: str) -> float:
+    """Wall seconds of one ``semfin`` command in a process of its own, start-up included,
+    as an analyst runs it (the embedded default: DuckDB, no JVM)."""
+    import subprocess
+
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "semfin_spark.cli", *arguments,
+                    "--warehouse", settings.warehouse], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def stage_sql(spark, store, settings, args) -> dict[str, Any]:
+    """Each named query of conf/queries/ and one aggregate, each as its own ``semfin sql``."""
+    from semfin_spark.sql import named_queries
+
+    seconds = {"aggregate": round(_semfin(
+        settings, "sql", "SELECT pipeline_tag, count(*) FROM hub_models GROUP BY 1"), 2)}
+    for name in named_queries(settings.conf_dir):
+        seconds[name] = round(_semfin(settings, "sql", "--query", name, "--format", "csv"), 2)
+        say(f"sql {name}: {seconds[name]} s")
+    return {"items": len(seconds), "unit": "queries", "seconds": seconds,
+            "slowest_s": max(seconds.values())}
+
+
+def stage_report(spark, store, settings, args) -> dict[str, Any]:
+    """``semfin report`` in a process of its own."""
+    return {"items": 1, "unit": "reports", "seconds": round(_semfin(settings, "report"), 2)}
+
+
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "ingest": stage_ingest,
     "flatten": stage_flatten,
@@ -182,6 +213,8 @@ STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "impute": stage_impute,
     "lineage": stage_lineage,
     "real_lineage": stage_real_lineage,
+    "sql": stage_sql,
+    "report": stage_report,
 }
 
 
