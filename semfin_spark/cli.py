@@ -343,13 +343,29 @@ def _tables_args(p: argparse.ArgumentParser) -> None:
 
 
 def _aibom_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_id", help="the model's Hub id (owner/name)")
-    p.add_argument("--out", help="write the BOM here (default: print it)")
+    p.add_argument("model_id", nargs="?", help="the model's Hub id (owner/name)")
+    p.add_argument("--all", action="store_true",
+                   help="every model's BOM, built on the executors, into --out DIR as "
+                        "<owner>/<name>.cdx.json")
+    p.add_argument("--out", help="write the BOM here (default: print it); with --all, the folder")
 
 
 def _aibom(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
-    from semfin_spark.aibom import InvalidBomError, model_bom
+    from semfin_spark.aibom import InvalidBomError, model_bom, write_all_boms
 
+    if args.all == bool(args.model_id):
+        _error("aibom", "give a MODEL_ID, or --all --out DIR")
+        return EXIT_USAGE
+    if args.all:
+        if not args.out:
+            _error("aibom", "--all needs --out DIR")
+            return EXIT_USAGE
+        import os
+
+        done = write_all_boms(spark, store, os.path.abspath(args.out),
+                              max_depth=settings.lineage.max_depth, progress=progress)
+        print(json.dumps(done, indent=2, default=str))
+        return EXIT_ERROR if done["invalid"] else EXIT_OK
     try:
         bom = model_bom(spark, store, args.model_id, max_depth=settings.lineage.max_depth)
     except InvalidBomError as exc:  # never written: a bug to report, not a file to ship

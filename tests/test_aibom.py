@@ -168,3 +168,32 @@ def test_semfin_aibom_writes_a_validated_file(nightly_run, lineage, tmp_path):
                               "--master", "local[1]", "--warehouse", settings.warehouse],
                              capture_output=True, text=True, timeout=300, env=env)
     assert missing.returncode == 3 and "not in hub_models" in missing.stderr
+
+
+def test_all_boms_are_written_on_the_executors_and_equal_the_single_model_ones(
+        spark, nightly_run, lineage, tmp_path):
+    """Issue 12 §4: ``--all`` writes one validated BOM per model, each equal to the one
+    ``semfin aibom MODEL`` builds (the deepest chains, merges, conflicts, random others)."""
+    from semfin_spark.aibom import bom_path, write_all_boms
+
+    _, store, _, _, _ = nightly_run
+    parents, chains = lineage
+    out = tmp_path / "boms"
+    done = write_all_boms(spark, store, str(out), progress=lambda _: None)
+    live = [r.id for r in store.read(HUB_MODELS).where("deleted_at IS NULL").select("id").collect()]
+    assert done == {"written": len(live), "invalid": 0, "invalid_examples": []}
+    assert sorted(str(p.relative_to(out))[:-len(".cdx.json")] for p in out.rglob("*.cdx.json")) \
+        == sorted(live)
+    deepest = [c["leaf"] for c in sorted(chains, key=lambda c: -c["depth"])[:3]]
+    merges = [m for m in live if len(parents.get(m, ())) > 1][:3]
+    conflicted = [r.child for r in store.read("license_conflicts")
+                  .where("variant = 'with_imputed'").select("child").limit(3).collect()]
+    picked = deepest + merges + conflicted + random.Random(7).sample(live, 6)
+    assert len(merges) >= 1 and len(conflicted) >= 1
+    for model in picked:
+        single = model_bom(spark, store, model)
+        written = json.loads(Path(bom_path(str(out), model)).read_text())
+        for bom in (single, written):
+            bom["metadata"].pop("timestamp")
+        assert written == single, model
+        assert ancestors_of(written) == ancestor_edges(parents, model)
