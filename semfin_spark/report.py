@@ -224,33 +224,17 @@ def plots(figures: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     accuracy = (figures.get("accuracy") or {}).get("fields") or {}
     if accuracy:
-        fields = list(accuracy)
-        methods = ["semfin", "hub_avg", "graph_avg"]
-        fig, ax = plt.subplots(figsize=(8, 3.6))
-        width = 0.8 / len(methods)
-        for i, method in enumerate(methods):
-            ax.bar([x + i * width for x in range(len(fields))],
-                   [accuracy[f].get(method) or 0 for f in fields], width, label=method)
-        ax.set_xticks([x + width for x in range(len(fields))], fields)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("accuracy (held-out split)")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
-        ax.set_title("SemFin against the propagation baselines")
-        out["accuracy"] = _png(fig)
+        out["accuracy"] = _grouped_bars(
+            list(accuracy), {m: [accuracy[f].get(m) or 0 for f in accuracy]
+                             for m in ("semfin", "hub_avg", "graph_avg")},
+            ylabel="accuracy (held-out split)", title="SemFin against the propagation baselines")
     if figures["coverage"]:
         rows = figures["coverage"]
-        fig, ax = plt.subplots(figsize=(8, 3.6))
-        xs = range(len(rows))
-        ax.bar([x - 0.2 for x in xs], [r["filled_before"] or 0 for r in rows], 0.4,
-               label="declared")
-        ax.bar([x + 0.2 for x in xs], [r["filled_after"] or 0 for r in rows], 0.4,
-               label="declared + imputed")
-        ax.set_xticks(list(xs), [r["field"] for r in rows])
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("share of models with a value")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
-        ax.set_title("Coverage before and after imputation")
-        out["coverage"] = _png(fig)
+        out["coverage"] = _grouped_bars(
+            [r["field"] for r in rows],
+            {"declared": [r["filled_before"] or 0 for r in rows],
+             "declared + imputed": [r["filled_after"] or 0 for r in rows]},
+            ylabel="share of models with a value", title="Coverage before and after imputation")
     if figures["confidence"]:
         fields = list(figures["confidence"])
         fig, axes = plt.subplots(1, len(fields), figsize=(2.6 * len(fields), 2.6), sharey=False,
@@ -290,6 +274,24 @@ def plots(figures: dict[str, Any]) -> dict[str, str]:
         ax.set_title("Largest lineage components")
         out["largest_components"] = _png(fig)
     return out
+
+
+def _grouped_bars(groups: list[str], series: dict[str, list[float]], *, ylabel: str,
+                  title: str) -> str:
+    """Bars of shares (0 to 1), one colour per series, grouped by ``groups``: a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar([x + (i - (len(series) - 1) / 2) * width for x in range(len(groups))], values,
+               width, label=label)
+    ax.set_xticks(list(range(len(groups))), groups)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
+    ax.set_title(title)
+    return _png(fig)
 
 
 def _short(text: Any, width: int = 60) -> str:
