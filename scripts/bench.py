@@ -9,6 +9,7 @@ Usage:
     .venv/bin/python scripts/bench.py --models 20000 --stages ingest,flatten,train,impute,lineage --peer
     .venv/bin/python scripts/bench.py --stages real_lineage             # the real 30,383-edge graph
     .venv/bin/python scripts/bench.py --warehouse W --stages sql,report  # analyst queries, report
+    .venv/bin/python scripts/bench.py --warehouse W --stages aibom       # every model's BOM
 
 The generated Hub is first written as a snapshot file (``--hub-dir``, kept for the next
 run, not timed) and ingested from it with ``snapshot:FILE``, so the ingest measures what a
@@ -210,6 +211,19 @@ def stage_report(spark, store, settings, args) -> dict[str, Any]:
     return {"items": 1, "unit": "reports", "seconds": round(_semfin(settings, "report"), 2)}
 
 
+def stage_aibom(spark, store, settings, args) -> dict[str, Any]:
+    """Every model's BOM (``semfin aibom --all``) into a temporary folder, removed after."""
+    from semfin_spark.aibom import write_all_boms
+
+    out = tempfile.mkdtemp(prefix="semfin-boms-")
+    try:
+        done = write_all_boms(spark, store, out, max_depth=settings.lineage.max_depth,
+                              progress=say)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"items": done["written"], "unit": "BOMs", "invalid": done["invalid"]}
+
+
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "ingest": stage_ingest,
     "flatten": stage_flatten,
@@ -219,6 +233,7 @@ STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "real_lineage": stage_real_lineage,
     "sql": stage_sql,
     "report": stage_report,
+    "aibom": stage_aibom,
 }
 
 
