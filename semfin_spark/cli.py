@@ -302,12 +302,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 
 def _report_out(settings: Settings, args: argparse.Namespace) -> str:
-    import os
+    from semfin_spark.report import default_out_dir
 
-    from semfin_spark.settings import local_path
-
-    return args.out or os.path.join(local_path(settings.warehouse) or settings.warehouse,
-                                    "reports")
+    return args.out or default_out_dir(settings.warehouse)
 
 
 def _report(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -> int:
@@ -320,6 +317,8 @@ def _report(spark: Any, store: Any, settings: Settings, args: argparse.Namespace
 
 
 def _report_duckdb(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+
     from semfin_spark.report import make_report
     from semfin_spark.settings import local_path
     from semfin_spark.sql import MissingTableError
@@ -328,13 +327,13 @@ def _report_duckdb(settings: Settings, args: argparse.Namespace) -> int:
     warehouse = local_path(settings.warehouse) or settings.warehouse
     engine = DuckDBEngine(warehouse)
     try:
-        make_report(engine, warehouse, _report_out(settings, args), progress=progress)
+        figures = make_report(engine, warehouse, _report_out(settings, args), progress=progress)
     except MissingTableError as exc:
         _error("report", exc)
         return EXIT_DATA
     finally:
         engine.close()
-    print(f"open it: file://{_report_out(settings, args)}/report.html")
+    print(f"open it: file://{os.path.abspath(figures['html'])}")
     return EXIT_OK
 
 

@@ -140,12 +140,12 @@ def nightly_report(spark: SparkSession, store: DeltaStore, settings: Settings, *
     DuckDB on a local warehouse (no Spark job), else Spark SQL. A failure is reported, not
     raised: the night's tables are written and consistent without it."""
     from semfin_spark.redaction import redact
-    from semfin_spark.report import make_report
+    from semfin_spark.report import default_out_dir, make_report
     from semfin_spark.settings import local_path
     from semfin_spark.sql import SparkEngine, duckdb_available
 
     local = local_path(settings.warehouse)
-    out_dir = os.path.join(local or settings.warehouse, "reports")
+    out_dir = default_out_dir(settings.warehouse)
     engine: Any = None
     try:
         if local is not None and duckdb_available():

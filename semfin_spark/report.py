@@ -396,6 +396,14 @@ def write_report(figures: dict[str, Any], out_dir: str) -> tuple[str, str]:
     return paths[1], paths[0]
 
 
+def default_out_dir(warehouse: str) -> str:
+    """Where the report goes unless told: ``<warehouse>/reports`` (a ``file:`` warehouse
+    by its local folder)."""
+    from semfin_spark.settings import local_path
+
+    return os.path.join(local_path(warehouse) or warehouse, "reports")
+
+
 def make_report(engine: Engine, warehouse: str, out_dir: str, *,
                 progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Build the figures on ``engine`` and write the page; return the figures with the
