@@ -29,8 +29,10 @@ Implementation details:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import hashlib
 import json
 import os
 import uuid
@@ -356,34 +358,62 @@ def bom_path(out_dir: str, model_id: str) -> str:
     return os.path.join(out_dir, *parts[:-1], parts[-1] + ".cdx.json")
 
 
+def bom_digest(bom: dict[str, Any]) -> str:
+    """SHA-256 of the BOM without its timestamp: equal digests, equal BOMs.
+
+    Examples:
+        >>> a = build_bom("o/m", {"o/m": ModelFacts("o/m")}, timestamp=dt.datetime(2026, 1, 1))
+        >>> b = build_bom("o/m", {"o/m": ModelFacts("o/m")}, timestamp=dt.datetime(2026, 6, 1))
+        >>> bom_digest(a) == bom_digest(b)
+        True
+    """
+    timeless = {**bom, "metadata": {k: v for k, v in bom["metadata"].items() if k != "timestamp"}}
+    text = json.dumps(timeless, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def component_boms(rows: list[dict[str, Any]], *, out_dir: str, max_depth: int,
-                   timestamp: dt.datetime) -> list[tuple[str, str, str | None]]:
+                   timestamp: dt.datetime,
+                   previous: dict[str, tuple[str | None, str | None]] | None = None,
+                   ) -> list[tuple[str, str, str | None, str | None, str]]:
     """Write the BOM of every Hub model among ``rows`` (the facts of one lineage component,
-    as :func:`write_all_boms` gathers them); return ``(model_id, status, error)`` each.
+    as :func:`write_all_boms` gathers them).
 
     Each model's ancestors are found exactly as :func:`gather_facts` finds them (breadth
     first along its parents, ``max_depth`` levels), so a BOM equals ``semfin aibom``'s.
-    A BOM that does not validate is not written: its status is ``invalid``.
+
+    Args:
+        previous: ``{model_id: (digest, path)}`` of the BOMs written before; a model whose
+            BOM has the same digest and whose file is still at the same path is not
+            rewritten (status ``unchanged``). None: every BOM is written.
+
+    Returns:
+        ``(model_id, status, error, digest, path)`` per model; status ``written``,
+        ``unchanged``, or ``invalid`` (the BOM did not validate and was not written).
     """
     facts = {row["model_id"]: _facts_of(row) for row in rows}
     out = []
     for model_id, own in facts.items():
         if own.external:
             continue
-        chosen = _ancestry(model_id, facts, max_depth)
-        bom = build_bom(model_id, chosen, timestamp=timestamp)
+        path = bom_path(out_dir, model_id)
+        bom = build_bom(model_id, _ancestry(model_id, facts, max_depth), timestamp=timestamp)
+        digest = bom_digest(bom)
+        if previous is not None and previous.get(model_id) == (digest, path) \
+                and os.path.exists(path):
+            out.append((model_id, "unchanged", None, digest, path))
+            continue
         try:
             validate_bom(bom)
         except InvalidBomError as exc:
-            out.append((model_id, "invalid", str(exc)))
+            out.append((model_id, "invalid", str(exc), None, path))
             continue
-        path = bom_path(out_dir, model_id)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path + ".tmp", "w", encoding="utf-8") as handle:
             json.dump(bom, handle, indent=2, ensure_ascii=False)
             handle.write("\n")
         os.replace(path + ".tmp", path)  # a reader never sees half a BOM
-        out.append((model_id, "written", None))
+        out.append((model_id, "written", None, digest, path))
     return out
 
 
@@ -423,12 +453,20 @@ def _facts_of(row: dict[str, Any]) -> ModelFacts:
 
 
 def write_all_boms(spark: SparkSession, store: DeltaStore, out_dir: str, *, max_depth: int = 32,
-                   progress: Any = print) -> dict[str, Any]:
+                   incremental: bool = False, progress: Any = print) -> dict[str, Any]:
     """Write the validated BOM of every model of ``hub_models`` (not deleted) into
     ``out_dir`` (see :func:`bom_path`), built on the executors.
 
+    Args:
+        incremental: keep the BOMs of ``out_dir`` in step with the warehouse, as the
+            nightly does: a BOM whose content (:func:`bom_digest`) is unchanged since
+            ``aibom_state`` recorded it is not rewritten, and the BOMs of models no longer
+            on the Hub (or whose BOM no longer validates) are removed. False: every BOM
+            is written and ``aibom_state`` is left alone.
+
     Returns:
-        ``written`` and ``invalid`` counts, and up to ten ``invalid_examples``.
+        ``written``, ``unchanged``, ``invalid`` and ``removed`` counts, and up to ten
+        ``invalid_examples``.
 
     Raises:
         AibomError: a table the BOMs need is missing.
@@ -440,10 +478,12 @@ def write_all_boms(spark: SparkSession, store: DeltaStore, out_dir: str, *, max_
         its models' BOMs alone (``applyInPandas``; the largest component of the
         300,000-model generated Hub has 752 nodes). The executors write the files, so
         ``out_dir`` must be a folder they all reach (any local folder in ``local[*]``).
+        Files are written before ``aibom_state`` records them: a run killed in between
+        rewrites them next time, and converges.
     """
     from pyspark.sql.types import StringType, StructField, StructType
 
-    from semfin_spark.schemas import LINEAGE_COMPONENTS
+    from semfin_spark.schemas import AIBOM_STATE, LINEAGE_COMPONENTS
 
     for table in (HUB_MODELS, MODEL_FIELDS, LINEAGE_EDGES, LINEAGE_COMPONENTS):
         if not store.exists(table):
@@ -471,27 +511,68 @@ def write_all_boms(spark: SparkSession, store: DeltaStore, out_dir: str, *, max_
     ids = (store.read(LINEAGE_COMPONENTS).select("model_id", "component_id")
            .join(hub.select("model_id"), "model_id", "full_outer")
            .select("model_id", F.coalesce("component_id", "model_id").alias("component_id")))
+    state = store.read(AIBOM_STATE) if incremental and store.exists(AIBOM_STATE) else None
+    if state is not None:
+        ids = ids.join(state.select("model_id", F.col("digest").alias("_digest"),
+                                    F.col("path").alias("_path")), "model_id", "left")
+    else:
+        ids = ids.withColumn("_digest", F.lit(None).cast("string")) \
+                 .withColumn("_path", F.lit(None).cast("string"))
     carried = [c for c in facts.columns if c not in ("model_id", "_on_hub")]
     nodes = ids.join(facts, "model_id", "left").select(
-        "component_id",
+        "component_id", "_digest", "_path",
         F.to_json(F.struct("model_id", F.col("_on_hub").isNull().alias("external"), *carried))
         .alias("facts"))
     when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    schema = StructType([StructField(n, StringType()) for n in ("model_id", "status", "error")])
+    columns = ("model_id", "status", "error", "digest", "path")
+    schema = StructType([StructField(n, StringType()) for n in columns])
 
     def build(frame: Any) -> Any:
         import pandas as pd
 
         rows = [json.loads(text) for text in frame["facts"]]
-        done = component_boms(rows, out_dir=out_dir, max_depth=max_depth, timestamp=when)
-        return pd.DataFrame(done, columns=["model_id", "status", "error"])
+        previous = None
+        if incremental:
+            previous = {row["model_id"]: (d, p) for row, d, p in
+                        zip(rows, frame["_digest"], frame["_path"]) if isinstance(d, str)}
+        done = component_boms(rows, out_dir=out_dir, max_depth=max_depth, timestamp=when,
+                              previous=previous)
+        return pd.DataFrame(done, columns=list(columns))
 
-    # Checkpointed: the two small queries below must not build every BOM twice.
+    # Checkpointed: the queries below must not build every BOM twice.
     outcome = nodes.groupBy("component_id").applyInPandas(build, schema).localCheckpoint(eager=True)
     counts = {r["status"]: r["n"] for r in outcome.groupBy("status")
               .agg(F.count("*").alias("n")).collect()}
-    invalid = [r.asDict() for r in outcome.where("status = 'invalid'").limit(10).collect()]
-    progress(f"aibom: {counts.get('written', 0)} BOMs written to {out_dir}, "
-             f"{counts.get('invalid', 0)} invalid (not written)")
-    return {"written": counts.get("written", 0), "invalid": counts.get("invalid", 0),
-            "invalid_examples": invalid}
+    invalid = [r.asDict() for r in outcome.where("status = 'invalid'").select(
+        "model_id", "status", "error").limit(10).collect()]
+    removed = 0
+    if incremental:
+        removed = _record_boms(store, outcome, state, when, written=counts.get("written", 0))
+    figures = {"written": counts.get("written", 0), "unchanged": counts.get("unchanged", 0),
+               "invalid": counts.get("invalid", 0), "removed": removed}
+    progress(f"aibom: {figures['written']} BOMs written to {out_dir}, {figures['unchanged']} "
+             f"unchanged, {figures['invalid']} invalid (not written), {removed} removed")
+    return {**figures, "invalid_examples": invalid}
+
+
+def _record_boms(store: DeltaStore, outcome: Any, state: Any, when: dt.datetime, *,
+                 written: int) -> int:
+    """Record the BOMs just written in ``aibom_state``; delete the files and rows of models
+    that no longer have a valid BOM there. Returns how many files were removed."""
+    from semfin_spark.schemas import AIBOM_STATE
+
+    kept = outcome.where("status IN ('written', 'unchanged')").select("model_id")
+    gone = [] if state is None else state.join(kept, "model_id", "left_anti").collect()
+    for row in gone:  # a model deleted from the Hub, or whose BOM no longer validates
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(row["path"])
+    if written == 0 and not gone and state is not None:
+        return 0  # nothing to record: no empty commit
+    rows = outcome.where("status = 'written'").select(
+        "model_id", "path", "digest", F.lit(when).cast("timestamp").alias("written_at"))
+    keys = rows.select("model_id")
+    if gone:
+        keys = keys.unionByName(outcome.sparkSession.createDataFrame(
+            [(r["model_id"],) for r in gone], "model_id string"))
+    store.replace_keys(AIBOM_STATE, rows, keys, operation="AIBOM")
+    return len(gone)

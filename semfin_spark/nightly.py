@@ -34,8 +34,8 @@ class NightlyResult:
     ``mlflow_ui``: the command that opens the runs behind it."""
 
 
-STAGES = ("ingest", "flatten", "train", "impute", "lineage")
-"""The refresh's stages, in data-flow order."""
+STAGES = ("ingest", "flatten", "train", "impute", "lineage", "aibom")
+"""The refresh's stages, in data-flow order (``aibom`` only with ``aibom.nightly``)."""
 
 
 def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, source: str, *,
@@ -81,8 +81,10 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
     run = stage_runner(log, progress)
     versions_before = {name: store.version(name) for name in TABLES}
 
+    stages = [s for s in STAGES if s != "aibom" or settings.aibom.nightly]
+
     def step(number: int, name: str) -> None:
-        progress(f"nightly: {number}/{len(STAGES)} {name}")
+        progress(f"nightly: {number}/{len(stages)} {name}")
 
     def do_ingest() -> dict[str, Any]:
         return _plain(ingest(spark, store, source, settings, progress=progress))
@@ -112,10 +114,18 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
                                           "incompatible_share") if k in report}
         return {**figures, "report": path}
 
+    def do_aibom() -> dict[str, Any]:
+        from semfin_spark.aibom import write_all_boms
+
+        done = write_all_boms(spark, store, settings.aibom.out_dir(settings.warehouse),
+                              max_depth=settings.lineage.max_depth, incremental=True,
+                              progress=progress)
+        return _plain(done)
+
     bodies = {"ingest": do_ingest,
               "flatten": lambda: _plain(flatten(spark, store, settings, progress=progress)),
-              "train": do_train, "impute": do_impute, "lineage": do_lineage}
-    for number, name in enumerate(STAGES, 1):
+              "train": do_train, "impute": do_impute, "lineage": do_lineage, "aibom": do_aibom}
+    for number, name in enumerate(stages, 1):
         step(number, name)
         figures = run(name, bodies[name])
         result.stages[name] = figures if figures is not None else {"skipped": "done before"}

@@ -280,11 +280,23 @@ CRAWL_STATE = Table(
     "One row per model a crawl of the Hub has listed: what the crawler saw, so the next crawl fetches only what changed.",
 )
 
+AIBOM_STATE = Table(
+    "aibom_state",
+    StructType([
+        _col("model_id", STR, "The model whose BOM the nightly keeps.", False),
+        _col("path", STR, "The BOM file (`<aibom.dir>/<owner>/<name>.cdx.json`)."),
+        _col("digest", STR, "SHA-256 of the BOM without its timestamp: an equal digest means an unchanged BOM, which is not rewritten."),
+        _col("written_at", TS, "When the file was last written (UTC)."),
+    ]),
+    ("model_id",),
+    "One row per BOM the nightly keeps (`aibom.nightly`), so the next night rewrites only the BOMs whose content changed.",
+)
+
 RUNS = Table(
     "runs",
     StructType([
         _col("run_id", STR, "The nightly run (a UUID); a resumed run keeps its id.", False),
-        _col("stage", STR, "`ingest`, `flatten`, `train`, `impute`, `lineage`, `upkeep`, or `nightly` for the whole run.", False),
+        _col("stage", STR, "`ingest`, `flatten`, `train`, `impute`, `lineage`, `aibom` (with `aibom.nightly`), `upkeep`, or `nightly` for the whole run.", False),
         _col("attempt", INT, "1 for the first try; a resumed run's stages count on.", False),
         _col("source", STR, "The run's `--source`."),
         _col("status", STR, "`succeeded` or `failed` (a killed stage leaves no row: the next run redoes it)."),
@@ -304,7 +316,7 @@ TABLES: dict[str, Table] = {
     for t in (
         HUB_MODELS, INGEST_REJECTS, CONFIG_FEATURES, FLATTEN_REJECTS, FLATTEN_STATE, MODEL_TAGS,
         MODEL_FILES, MODEL_FIELDS, MODEL_PARENTS, LINEAGE_EDGES, LINEAGE_COMPONENTS,
-        LINEAGE_CHAINS, LICENSE_CONFLICTS, CRAWL_STATE, RUNS,
+        LINEAGE_CHAINS, LICENSE_CONFLICTS, CRAWL_STATE, AIBOM_STATE, RUNS,
     )
 }
 

@@ -150,6 +150,16 @@ class LineageSettings:
 
 
 @dataclass(frozen=True)
+class AibomSettings:
+    nightly: bool = False
+    dir: str = ""
+
+    def out_dir(self, warehouse: str) -> str:
+        """Where the nightly keeps its BOMs: ``dir``, else ``<warehouse>/aibom``."""
+        return self.dir or f"{warehouse.rstrip('/')}/aibom"
+
+
+@dataclass(frozen=True)
 class MlflowSettings:
     tracking_uri: str = ""
     experiment: str = "semfin"
@@ -181,6 +191,7 @@ class Settings:
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
     impute: ImputeSettings = field(default_factory=ImputeSettings)
     lineage: LineageSettings = field(default_factory=LineageSettings)
+    aibom: AibomSettings = field(default_factory=AibomSettings)
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
     hub: HubSettings = field(default_factory=HubSettings)
 

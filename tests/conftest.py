@@ -54,14 +54,15 @@ reference the standalone-cluster run is compared with in tests/test_cluster.py).
 
 @pytest.fixture(scope="session")
 def nightly_run(spark, tmp_path_factory):
-    """One whole nightly on the embedded session, shared by every test that reads it:
-    (settings, store, first result, table versions, progress lines)."""
+    """One whole nightly on the embedded session (BOMs included), shared by every test that
+    reads it: (settings, store, first result, table versions, progress lines)."""
     from semfin_spark.delta import DeltaStore
     from semfin_spark.nightly import run_nightly
     from semfin_spark.settings import load_settings
 
     root = tmp_path_factory.mktemp("nightly")
-    settings = load_settings(environ={}, overrides={"warehouse": str(root / "wh")})
+    settings = load_settings(environ={}, overrides={"warehouse": str(root / "wh"),
+                                                    "aibom.nightly": True})
     store = DeltaStore.from_settings(spark, settings)
     lines: list[str] = []
     first = run_nightly(spark, store, settings, NIGHTLY_SOURCE, progress=lines.append)

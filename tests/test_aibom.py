@@ -181,7 +181,8 @@ def test_all_boms_are_written_on_the_executors_and_equal_the_single_model_ones(
     out = tmp_path / "boms"
     done = write_all_boms(spark, store, str(out), progress=lambda _: None)
     live = [r.id for r in store.read(HUB_MODELS).where("deleted_at IS NULL").select("id").collect()]
-    assert done == {"written": len(live), "invalid": 0, "invalid_examples": []}
+    assert done == {"written": len(live), "unchanged": 0, "invalid": 0, "removed": 0,
+                    "invalid_examples": []}
     assert sorted(str(p.relative_to(out))[:-len(".cdx.json")] for p in out.rglob("*.cdx.json")) \
         == sorted(live)
     deepest = [c["leaf"] for c in sorted(chains, key=lambda c: -c["depth"])[:3]]
@@ -197,3 +198,168 @@ def test_all_boms_are_written_on_the_executors_and_equal_the_single_model_ones(
             bom["metadata"].pop("timestamp")
         assert written == single, model
         assert ancestors_of(written) == ancestor_edges(parents, model)
+
+
+def test_the_nightly_rewrites_only_the_boms_that_changed(spark, nightly_run, lineage, tmp_path):
+    """Issue 12 §4: the nightly's BOMs (``aibom.nightly``) follow the warehouse. On a copy
+    of the shared nightly warehouse: a licence changed on a model with descendants, a
+    childless model deleted from the Hub, a BOM file removed by hand. The next incremental
+    run rewrites exactly the changed model, its descendants and the missing file, removes
+    the deleted model's BOM and state row, and leaves every other file untouched."""
+    import shutil
+
+    from pyspark.sql import functions as F
+
+    from semfin_spark.aibom import bom_digest, bom_path, write_all_boms
+    from semfin_spark.delta import DeltaStore
+    from semfin_spark.schemas import AIBOM_STATE
+
+    settings, store, _, _, _ = nightly_run
+    parents, _ = lineage
+    # The nightly's own BOMs: one per model, each recorded with the digest of its file.
+    state = {r.model_id: r for r in store.read(AIBOM_STATE).collect()}
+    live = {r.id for r in store.read(HUB_MODELS).where("deleted_at IS NULL").select("id").collect()}
+    assert set(state) == live
+    for model in random.Random(3).sample(sorted(live), 5):
+        assert bom_digest(json.loads(Path(state[model].path).read_text())) == state[model].digest
+        assert state[model].path == bom_path(settings.aibom.out_dir(settings.warehouse), model)
+
+    copy = tmp_path / "wh"
+    shutil.copytree(settings.warehouse, copy, ignore=shutil.ignore_patterns("aibom", "mlflow*"))
+    copied = DeltaStore(spark, str(copy))
+    out = str(tmp_path / "boms")
+    quiet = lambda _: None  # noqa: E731
+    moved = write_all_boms(spark, copied, out, incremental=True, progress=quiet)
+    assert (moved["written"], moved["unchanged"], moved["removed"]) == (len(live), 0, 0)
+    assert {r.path for r in copied.read(AIBOM_STATE).collect()} == {bom_path(out, m) for m in live}
+
+    children = defaultdict(set)
+    for child, ps in parents.items():
+        for parent in ps:
+            children[parent].add(child)
+    changed = max(sorted(live & set(children)), key=lambda m: len(children[m]))
+    below, todo = set(), [changed]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in below:
+                below.add(child)
+                todo.append(child)
+    leaves = sorted(live - set(children) - below - {changed})
+    deleted, by_hand = leaves[0], leaves[1]
+    fields = copied.read(MODEL_FIELDS)
+    copied.upsert(MODEL_FIELDS, fields.where((F.col("model_id") == changed) & (F.col("field") == "license"))
+                  .withColumn("value", F.lit("agpl-3.0")).withColumn("value_source", F.lit("declared")))
+    copied.upsert(HUB_MODELS, copied.read(HUB_MODELS).where(F.col("id") == deleted)
+                  .withColumn("deleted_at", F.current_timestamp()))
+    os.remove(bom_path(out, by_hand))
+    mtimes = {m: os.stat(bom_path(out, m)).st_mtime_ns for m in live - {by_hand}}
+
+    again = write_all_boms(spark, copied, out, incremental=True, progress=quiet)
+    rewritten = {changed, by_hand} | (below & live)
+    assert (again["written"], again["removed"], again["invalid"]) == (len(rewritten), 1, 0)
+    assert again["unchanged"] == len(live) - 1 - len(rewritten)
+    assert not os.path.exists(bom_path(out, deleted))
+    assert {r.model_id for r in copied.read(AIBOM_STATE).collect()} == live - {deleted}
+    touched = {m for m, t in mtimes.items() if m != deleted and os.stat(bom_path(out, m)).st_mtime_ns != t}
+    assert touched == rewritten - {by_hand}
+    bom = json.loads(Path(bom_path(out, changed)).read_text())
+    assert bom["metadata"]["component"]["licenses"] == [
+        {"license": {"id": "AGPL-3.0", "acknowledgement": "declared"}}]
+    for child in sorted(below & live)[:3]:  # the new licence is in the descendants' pedigrees
+        assert '"AGPL-3.0"' in Path(bom_path(out, child)).read_text()
+
+
+# ------------------------------------------------------------------ a real snapshot
+
+
+@pytest.fixture(scope="module")
+def trees(spark, tmp_path_factory, shared_data):
+    """hub2025_trees (1,983 real records) as the judged case: the session's shared ingest and
+    flatten, copied; licences trained (naive Bayes) and imputed; lineage rebuilt. Real
+    licences (SPDX or not, missing), real imputations, real merges and external parents."""
+    import shutil
+
+    from semfin_spark.delta import DeltaStore
+    from semfin_spark.impute import impute
+    from semfin_spark.lineage import run_lineage
+    from semfin_spark.settings import load_settings
+    from semfin_spark.train import train
+    from test_train import real_warehouse
+
+    shared = real_warehouse(spark, tmp_path_factory, shared_data, "hub2025_trees")
+    root = tmp_path_factory.mktemp("aibom-trees")
+    shutil.copytree(shared.warehouse, root / "wh")
+    settings = load_settings(environ={}, overrides={
+        "warehouse": str(root / "wh"), "mlflow.tracking_uri": f"sqlite:///{root}/mlflow.db",
+        "train.classifiers": ["naive_bayes"], "train.fields": ["license"]})
+    store = DeltaStore.from_settings(spark, settings)
+    quiet = lambda _: None  # noqa: E731
+    train(spark, store, settings, progress=quiet)
+    impute(spark, store, settings, fields=("license",), progress=quiet)
+    run_lineage(spark, store, settings, progress=quiet)
+    edges = [r.asDict() for r in store.read(LINEAGE_EDGES).collect()]
+    parents = defaultdict(set)
+    for e in edges:
+        parents[e["child"]].add(e["parent"])
+    chains = [r.asDict() for r in store.read(LINEAGE_CHAINS).where("variant = 'with_imputed'").collect()]
+    licences = {r.model_id: r.asDict() for r in store.read(MODEL_FIELDS).where("field = 'license'").collect()}
+    external = {r.model_id for r in store.read("lineage_components").where("external").collect()}
+    return store, parents, chains, licences, external
+
+
+def test_boms_of_real_models_of_every_shape_validate_hold_the_chain_and_tell_licences_apart(
+        spark, trees):
+    """Issue 12 §6 on a real snapshot: models picked at random among those with lineage,
+    plus one of each shape hub2025_trees holds (a merge, an external parent, a declared
+    SPDX licence, a declared licence outside SPDX, an imputed licence, no licence). Each BOM
+    validates (inside model_bom), its pedigree is exactly the model's ancestor edges, every
+    chain ending at it is a path through it, and each licence says declared or concluded,
+    the concluded ones with the confidence, model and run that imputed them.
+    (An adapter of a quantized merge and a cycle of several models are not in the shared
+    real data: the generated shapes test above covers them.)"""
+    from cyclonedx.spdx import fixup_id
+
+    store, parents, chains, licences, external = trees
+    children = sorted(parents)
+    value = lambda m: (licences.get(m) or {}).get("value")  # noqa: E731
+    source = lambda m: (licences.get(m) or {}).get("value_source")  # noqa: E731
+    shapes = {
+        "merge": [m for m in children if len(parents[m]) > 1],
+        "external parent": [m for m in children if parents[m] & external],
+        "declared SPDX licence": [m for m in children if source(m) == "declared" and fixup_id(value(m))],
+        "declared licence outside SPDX": [m for m in children if source(m) == "declared"
+                                          and value(m) and not fixup_id(value(m))],
+        "imputed licence": [m for m in children if source(m) == "imputed"],
+        "no licence": [m for m in children if not value(m)],
+    }
+    assert all(shapes.values()), {k: len(v) for k, v in shapes.items()}
+    rng = random.Random(12)
+    picked = {rng.choice(models) for models in shapes.values()} | set(rng.sample(children, 6))
+    for model in sorted(picked):
+        bom = model_bom(spark, store, model)
+        assert ancestors_of(bom) == ancestor_edges(parents, model), model
+        pairs = ancestors_of(bom)
+        for chain in (c for c in chains if c["leaf"] == model):
+            path = chain["path"]
+            assert {(path[i + 1], path[i]) for i in range(len(path) - 1)} <= pairs, model
+        component = bom["metadata"]["component"]
+        props = {p["name"]: p["value"] for p in component.get("properties", [])}
+        row = licences.get(model) or {}
+        if not row.get("value"):
+            assert "licenses" not in component, model
+            continue
+        (license_,) = [item["license"] for item in component["licenses"]]
+        spdx = fixup_id(row["value"])
+        assert license_ == ({"id": spdx} if spdx else {"name": row["value"]}) | {
+            "acknowledgement": "declared" if row["value_source"] == "declared" else "concluded"}
+        if row["value_source"] == "imputed":
+            assert float(props["semfin:imputed:license:confidence"]) == pytest.approx(
+                row["imputed_confidence"], abs=1e-4)
+            assert props["semfin:imputed:license:model"] == row["imputed_model"]
+            assert props["semfin:imputed:license:mlflow_run"] == row["imputed_run_id"]
+    # The external parents are in the pedigree, marked.
+    model = rng.choice(shapes["external parent"])
+    ancestors = model_bom(spark, store, model)["metadata"]["component"]["pedigree"]["ancestors"]
+    marked = {a["name"] for a in ancestors
+              if {"name": "semfin:external", "value": "true"} in a.get("properties", [])}
+    assert marked == parents[model] & external

@@ -23,8 +23,10 @@ from standalone_cluster import StandaloneCluster
 
 REPO = Path(__file__).resolve().parent.parent
 
-VOLATILE = {"ingested_at", "flattened_at", "imputed_at", "rejected_at", "imputed_run_id"}
-"""Columns that say when or in which MLflow run: they differ between any two runs."""
+VOLATILE = {"ingested_at", "flattened_at", "imputed_at", "rejected_at", "imputed_run_id",
+            "written_at", "digest"}
+"""Columns that say when or in which MLflow run: they differ between any two runs (a BOM's
+digest covers the MLflow run that imputed its values)."""
 
 
 def table_frame(warehouse: Path, name: str):
@@ -33,6 +35,8 @@ def table_frame(warehouse: Path, name: str):
 
     frame = DeltaTable(str(warehouse / name)).to_pandas()
     frame = frame.drop(columns=[c for c in frame.columns if c in VOLATILE])
+    if name == "aibom_state":  # BOM files under each warehouse's own aibom/ folder
+        frame["path"] = frame["path"].map(lambda p: os.path.relpath(p, warehouse))
     for column in frame.columns:
         if frame[column].dtype.kind == "f":
             frame[column] = frame[column].round(6)
@@ -47,6 +51,7 @@ def test_nightly_on_a_standalone_cluster_equals_the_local_run(tmp_path, nightly_
            "SEMFIN_SUBMIT_ARGS": "--executor-memory 2g --conf spark.executor.cores=1 "
                                  "--conf spark.cores.max=2 --driver-memory 2g"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env["SEMFIN_AIBOM__NIGHTLY"] = "true"  # as the shared nightly: the executors write BOMs
     cluster = StandaloneCluster(tmp_path / "daemons").start()
     try:
         # A relative warehouse: the driver must make it absolute before executors see it.

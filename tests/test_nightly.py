@@ -15,7 +15,8 @@ from test_lineage import independent_components
 
 def test_every_stage_ran_and_wrote_its_tables(nightly_run):
     settings, store, result, _, lines = nightly_run
-    assert list(result.stages) == ["ingest", "flatten", "train", "impute", "lineage", "upkeep"]
+    assert list(result.stages) == ["ingest", "flatten", "train", "impute", "lineage", "aibom",
+                                   "upkeep"]
     # The upkeep left every table the night wrote compact: a small table is one file (none
     # when it is empty), not one per shuffle partition. Tables written compact were left
     # alone; the others were compacted by an OPTIMIZE that changed no row. Nothing is old
@@ -37,7 +38,9 @@ def test_every_stage_ran_and_wrote_its_tables(nightly_run):
     for table in ("hub_models", "config_features", "model_tags", "model_files", "model_fields",
                   "model_parents", "lineage_edges", "lineage_components", "lineage_chains"):
         assert result.tables[table]["rows"] > 0, table
-    assert any("nightly: 5/5 lineage" in l for l in lines)
+    assert any("nightly: 5/6 lineage" in l for l in lines)
+    assert any("nightly: 6/6 aibom" in l for l in lines)
+    assert result.stages["aibom"]["written"] == 1500 and result.stages["aibom"]["invalid"] == 0
     report = json.loads(open(result.stages["lineage"]["report"]).read())
     assert report["paths"] > 0 and report["components"] > 0
     assert "SemFin nightly summary" in format_summary(result)
@@ -72,6 +75,9 @@ def test_second_run_converges_without_duplicates(spark, nightly_run):
     assert again.tables["model_fields"]["version"] == versions["model_fields"]
     assert again.tables["hub_models"]["version"] == versions["hub_models"]
     assert again.tables["config_features"]["version"] == versions["config_features"]
+    # Nothing changed, so no BOM is rewritten and aibom_state gains no version.
+    assert again.stages["aibom"]["written"] == 0 and again.stages["aibom"]["unchanged"] == 1500
+    assert again.tables["aibom_state"]["version"] == versions["aibom_state"]
     for name in ("hub_models", "model_fields", "config_features", "lineage_chains"):
         assert again.tables[name]["rows"] == store.read(name).distinct().count()
     # The report compares with the state the second night started from: nothing changed.
