@@ -142,7 +142,7 @@ from semfin_spark.name_match import (  # noqa: E402
 )
 from semfin_spark.settings import Settings, load_settings  # noqa: E402
 from semfin_spark.synthetic import generate_block_lines  # noqa: E402
-from semfin_spark.train import (  # noqa: E402
+from semfin_spark.classifier import (  # noqa: E402
     EXCLUDED_LABELS, FAMILIES, LOG_LOSS_FLOOR, LR_MAX_ITER, LR_REG_PARAM, NB_SMOOTHING,
     POOLED_CLASS, RF_DEPTH, RF_TREES, VALIDATION_FRACTION, VALIDATION_MAX_MODELS,
 )

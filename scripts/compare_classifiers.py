@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from semfin_spark.evaluate import evaluate, snapshot_warehouse  # noqa: E402
 from semfin_spark.session import build_session  # noqa: E402
 from semfin_spark.settings import FIELDS, load_settings  # noqa: E402
-from semfin_spark.train import FAMILIES  # noqa: E402
+from semfin_spark.classifier import FAMILIES  # noqa: E402
 
 
 def main() -> int:

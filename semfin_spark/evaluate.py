@@ -1,10 +1,10 @@
 """The evaluate stage: SemFin's classifiers against two baselines, on a held-out split.
 
-For each field, the labelled models (models that declare it, :func:`~semfin_spark.train.labels`)
+For each field, the labelled models (models that declare it, :func:`~semfin_spark.classifier.labels`)
 are split into a training and a test side; the test side's labels are hidden and
 predicted by three methods, each allowed to see training labels only:
 
-* ``semfin``: the field's classifier (:func:`~semfin_spark.train.fit_field`) fitted on the
+* ``semfin``: the field's classifier (:func:`~semfin_spark.classifier.fit_field`) fitted on the
   training side, applied to the test models' tokens. A prediction of the pooled class
   (``__other__``) counts as no prediction.
 * ``hub_avg``: the most frequent training value of the field over the whole hub
@@ -54,8 +54,8 @@ from semfin_spark.delta import DeltaStore
 from semfin_spark.features import field_tokens, model_features
 from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
 from semfin_spark.settings import FIELDS, Settings
-from semfin_spark.train import (POOLED_CLASS, Metrics, fit_field, labels, metrics_from_confusion,
-                                score, split_flag)
+from semfin_spark.classifier import (POOLED_CLASS, Metrics, fit_field, labels,
+                                     metrics_from_confusion, score, split_flag)
 
 SPLITS = ("random", "component")
 """Values of ``--split``."""

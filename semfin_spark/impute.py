@@ -39,7 +39,8 @@ from semfin_spark.delta import DeltaStore
 from semfin_spark.features import field_tokens, model_features
 from semfin_spark.schemas import MODEL_FIELDS, MODEL_PARENTS
 from semfin_spark.settings import FIELDS, Settings
-from semfin_spark.train import POOLED_CLASS, safe_uri, score, tracking
+from semfin_spark.classifier import POOLED_CLASS, score
+from semfin_spark.registry import RegistryError, load_field_model, resolve_model
 
 _IMPUTED_COLUMNS = ("imputed_value", "imputed_confidence", "imputed_model",
                     "imputed_model_version", "imputed_run_id", "imputed_at", "features_hash",
@@ -81,57 +82,6 @@ class ImputeResult:
     table_version: int | None = None
 
 
-def registered_name(settings: Settings, field_name: str) -> str:
-    """``semfin-<field>`` (``train.registered_model_prefix`` + field)."""
-    return f"{settings.train.registered_model_prefix}{field_name}"
-
-
-def resolve_model(settings: Settings, field_name: str, version: str | None) -> tuple[str, str, str]:
-    """``(name, version, run_id)`` of the registered model to use for a field.
-
-    Args:
-        settings: ``settings.tracking_uri`` and the registered-model prefix.
-        field_name: the field.
-        version: a registered version; the latest when None.
-
-    Raises:
-        ImputeError: no such registered model (run ``semfin train`` first) or version.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    name = registered_name(settings, field_name)
-    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    try:
-        if version:
-            mv = client.get_model_version(name, str(version))
-        else:
-            versions = client.search_model_versions(f"name = '{name}'")
-            if not versions:
-                raise ImputeError(f"no registered model {name!r} at {safe_uri(settings.tracking_uri)}: "
-                                  "run `semfin train` first")
-            mv = max(versions, key=lambda v: int(v.version))
-    except MlflowException as exc:
-        raise ImputeError(f"cannot resolve model {name!r} version {version}: {exc.message}") from None
-    return name, str(mv.version), mv.run_id
-
-
-def load_field_model(settings: Settings, name: str, version: str) -> Any:
-    """The Spark ``PipelineModel`` of a registered model version.
-
-    Raises:
-        ImputeError: the model's artifacts cannot be read.
-    """
-    import mlflow.spark
-    from mlflow.exceptions import MlflowException
-
-    try:
-        with tracking(settings.tracking_uri):
-            return mlflow.spark.load_model(f"models:/{name}/{version}")
-    except (MlflowException, OSError) as exc:
-        raise ImputeError(f"cannot load {name} version {version}: {exc}") from None
-
-
 def features_hash(tokens: Any) -> Any:
     """SHA-256 of a token array (sorted first, so the order never matters)."""
     return F.sha2(F.array_join(F.array_sort(tokens), "\u0001"), 256)
@@ -171,9 +121,9 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     for name in fields:
         try:
             models[name] = resolve_model(settings, name, model_version)
-        except ImputeError as exc:
+        except RegistryError as exc:
             if model_version:
-                raise
+                raise ImputeError(str(exc)) from None
             result.skipped[name] = str(exc)
             progress(f"impute {name}: skipped ({exc})")
     if not models:
@@ -203,7 +153,10 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             if not outcome.scored:
                 progress(f"impute {name}: nothing changed since {model_name} v{version}")
                 continue
-            model = load_field_model(settings, model_name, version)
+            try:
+                model = load_field_model(settings, model_name, version)
+            except RegistryError as exc:
+                raise ImputeError(str(exc)) from None
             # Cut from its plan (not persisted), so releasing todo below leaves it whole:
             # Spark rebuilds any cached plan that depends on one being uncached.
             scored = _scored_rows(todo, model, threshold, model_name, version, run_id) \

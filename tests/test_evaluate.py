@@ -13,7 +13,7 @@ from semfin_spark.evaluate import (
     EvaluateError, _lineage, evaluate, evaluate_command, graph_avg, hub_avg,
 )
 from semfin_spark.settings import load_settings
-from semfin_spark.train import split_flag
+from semfin_spark.classifier import split_flag
 
 from test_train import quiet, real_warehouse
 

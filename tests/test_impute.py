@@ -12,7 +12,8 @@ from semfin_spark.delta import DeltaStore
 from semfin_spark.impute import ImputeError, impute
 from semfin_spark.schemas import MODEL_FIELDS, MODEL_PARENTS
 from semfin_spark.settings import FIELDS, load_settings
-from semfin_spark.train import POOLED_CLASS, train
+from semfin_spark.classifier import POOLED_CLASS
+from semfin_spark.train import train
 
 from test_train import quiet
 

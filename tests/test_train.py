@@ -14,10 +14,11 @@ from pyspark.sql import functions as F
 from semfin_spark.delta import DeltaStore
 from semfin_spark.features import LEAKAGE_RULES, field_tokens, model_features
 from semfin_spark.settings import FIELDS, load_settings
-from semfin_spark.train import (
-    INPUT_TABLES, POOLED_CLASS, fit_field, labels, log_training, metrics_from_confusion,
-    pip_requirements, score, split_flag, train, train_fields, vocabulary,
+from semfin_spark.classifier import (
+    POOLED_CLASS, fit_field, labels, metrics_from_confusion, score, split_flag, vocabulary,
 )
+from semfin_spark.registry import log_training, pip_requirements
+from semfin_spark.train import INPUT_TABLES, train, train_fields
 
 
 def quiet(_line: str) -> None:
@@ -104,7 +105,7 @@ def _load(settings, name, version):
     import mlflow
     import mlflow.spark
 
-    from semfin_spark.train import tracking
+    from semfin_spark.registry import tracking
 
     with tracking(settings.tracking_uri):
         return mlflow.spark.load_model(f"models:/{name}/{version}")

@@ -1,0 +1,513 @@
+"""The field classifier: fitting, scoring and measuring one field's model (Spark ML).
+
+For a field's labelled models (models that declare it in ``model_fields``,
+:func:`labels`), :func:`fit_field` builds a
+``PipelineModel`` that goes from a model's tokens (:mod:`semfin_spark.features`, with the
+field's leaking tokens removed) to a label and a confidence:
+
+    ``CountVectorizer`` (binary, ``train.min_feature_df``, ``train.max_features``)
+    -> classifier (the family that won on validation) -> ``IndexToString``
+
+The fitted model needs only ``model_id, tokens`` to score: the labels live in the
+``IndexToString`` stage, whose output column is ``prediction`` (the classifier's own
+index column is ``prediction_index``), and ``probability`` holds the class probabilities.
+
+``model_type`` has one more stage, the name match of :mod:`semfin_spark.name_match`: an
+architecture class name that spells a declared model type (``LEDForConditionalGeneration``
+-> ``led``) predicts it, with a confidence fitted on the training models, so a type seen
+once in training is still predicted.
+
+Rare classes: declared values with fewer than ``train.min_class_support`` training
+examples are pooled into :data:`POOLED_CLASS` (``__other__``) for training, and reported
+(``FieldModel.pooled``, the MLflow per-class report). The pooled class gets a threshold of
+:data:`POOLED_THRESHOLD` in the fitted classifier (Spark ML predicts the largest
+probability / threshold), so the model predicts the most probable *real* class while the
+pooled class keeps its share of the probability mass. The confidence is the probability
+of the predicted class (:func:`confidence`), not the largest probability, so a model that
+looks like a rare class gets a low confidence. Only when every real class has probability
+exactly 0 (naive Bayes can underflow) is ``__other__`` predicted; it is never a value to
+write: the impute stage skips it and the evaluation counts it as no prediction.
+
+Choosing the family (``train.classifiers``): a seeded :data:`VALIDATION_FRACTION` of the
+training models (by a hash of the model id, so the same models whatever the row order) is
+held out; each family is fitted on the rest and scored on it; the best validation accuracy
+wins, a tie goes to the lower log loss (better calibrated confidences), then to the simpler
+family (:data:`FAMILIES` order); the winner is then refitted on every training model. Past
+:data:`VALIDATION_MAX_MODELS` training models the comparison runs on a seeded sample of
+that size. Families:
+
+* ``naive_bayes``: multinomial naive Bayes on the binary token vector (smoothing
+  :data:`NB_SMOOTHING`).
+* ``logistic_regression``: multinomial logistic regression, L2 (``regParam``
+  :data:`LR_REG_PARAM`), at most :data:`LR_MAX_ITER` L-BFGS iterations, no standardisation
+  (the features are 0/1).
+* ``random_forest``: :data:`RF_TREES` trees of depth :data:`RF_DEPTH`; slower, offered for
+  comparison (not in the default list: it did not pay on the real data, see the README).
+
+Train, evaluate and impute use this module; none of them reaches into another stage.
+
+Implementation details:
+    Features, vectors and model fitting run on the executors (Spark ML). The driver
+    collects only per-class counts (the class list, the confusion matrix: their size grows
+    with the number of classes, not of models) and the fitted coefficients, which Spark ML
+    keeps on the driver anyway.
+"""
+
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import CountVectorizer, IndexToString
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from semfin_spark.delta import DeltaStore
+from semfin_spark.name_match import (
+    MODEL_PREDICTION_COL, NAME_MATCH_FIELDS, RULE_CONFIDENCE_COL, NameMatch, fit_name_match,
+)
+from semfin_spark.schemas import MODEL_FIELDS
+from semfin_spark.settings import FIELDS, Settings, TrainSettings
+
+
+POOLED_CLASS = "__other__"
+"""The class that pools labels rarer than ``train.min_class_support``; never a value to write."""
+
+FAMILIES = ("naive_bayes", "logistic_regression", "random_forest")
+"""Classifier families, simplest first (a validation tie goes to the earlier one)."""
+
+VALIDATION_FRACTION = 0.2
+"""Share of the training models held out to choose the family."""
+
+VALIDATION_MAX_MODELS = 50_000
+"""Above this many training models, the families are compared on a seeded sample of this
+size (split the same way); the winner is still refitted on every training model."""
+
+EXCLUDED_LABELS: Mapping[str, tuple[str, ...]] = {"license": ("unknown",)}
+"""Declared values that are not a class: ``unknown`` is a licence nothing recognised."""
+
+TRAIN_ROWS_PER_PARTITION = 50_000
+"""Upper bound of training models per partition when a field is fitted (:func:`_sized`)."""
+
+LOG_LOSS_FLOOR = 1e-15
+"""Smallest probability of the true class counted by the validation log loss."""
+
+POOLED_THRESHOLD = 1e12
+"""Threshold of the pooled class (Spark ML predicts the class with the largest p/t)."""
+
+LR_REG_PARAM = 0.0001
+
+LR_MAX_ITER = 50
+
+NB_SMOOTHING = 0.1
+
+RF_TREES = 60
+
+RF_DEPTH = 12
+
+PREDICTION_COL = "prediction"
+"""Output column of a field model: the label (``IndexToString``)."""
+
+_INDEX_COL, _LABEL_INDEX, _FEATURES = "prediction_index", "label_index", "features"
+
+
+class TrainError(RuntimeError):
+    """A field cannot be trained as asked (no labels, unknown classifier family)."""
+
+
+def labels(store: DeltaStore, field: str) -> DataFrame:
+    """The declared value of ``field`` for every model that declares it.
+
+    Args:
+        store: the warehouse (reads ``model_fields``).
+        field: one of :data:`~semfin_spark.settings.FIELDS`.
+
+    Returns:
+        ``model_id``, ``label`` (string): one row per model with a declared value, minus
+        :data:`EXCLUDED_LABELS`.
+
+    Raises:
+        ValueError: unknown field.
+
+    Examples:
+        >>> labels(store, "pipeline_tag").groupBy("label").count().show()   # doctest: +SKIP
+    """
+    if field not in FIELDS:
+        raise ValueError(f"unknown field {field!r}; choose from {', '.join(FIELDS)}")
+    return (declared_labels(store.read(MODEL_FIELDS)).where(F.col("field") == field)
+            .select("model_id", "label"))
+
+
+def declared_labels(model_fields: DataFrame) -> DataFrame:
+    """``model_id``, ``field``, ``label``: every declared value of ``model_fields`` rows
+    that is a class (not blank, not :data:`EXCLUDED_LABELS`)."""
+    rows = model_fields.where(F.col("declared_value").isNotNull()
+                              & (F.trim("declared_value") != ""))
+    for name, excluded in EXCLUDED_LABELS.items():
+        rows = rows.where(~((F.col("field") == name) & F.col("declared_value").isin(*excluded)))
+    return rows.select("model_id", "field", F.col("declared_value").alias("label"))
+
+
+def split_flag(column: str, seed: int, fraction: float) -> Any:
+    """A boolean column: true for a seeded ``fraction`` of the values of ``column``.
+
+    Deterministic whatever the row order or partitioning (a hash of the value and the
+    seed, not ``randomSplit``): the same ids fall on the same side on every run.
+    """
+    bucket = F.pmod(F.xxhash64(F.col(column).cast("string"), F.lit(int(seed))), F.lit(1_000_000))
+    return bucket < F.lit(int(round(fraction * 1_000_000)))
+
+
+@dataclass
+class Metrics:
+    """Classification figures of predictions against true labels.
+
+    ``accuracy`` counts a missing prediction as wrong; ``coverage`` is the share with a
+    prediction; ``macro_f1`` averages F1 over the classes present in the true labels.
+    ``confusion`` is ``{true: {predicted: count}}`` (a missing prediction is ``None``),
+    ``per_class`` is ``{class: {precision, recall, f1, support}}``.
+    """
+
+    n: int = 0
+    accuracy: float = 0.0
+    macro_f1: float = 0.0
+    coverage: float = 0.0
+    confusion: dict[str, dict[str | None, int]] = field(default_factory=dict)
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float]:
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "coverage": self.coverage}
+
+
+def classification_metrics(scored: DataFrame, label_col: str = "label",
+                           prediction_col: str = PREDICTION_COL) -> Metrics:
+    """Accuracy, macro F1, coverage and the confusion matrix of ``scored``.
+
+    Args:
+        scored: one row per test model with its true label and prediction (null: none).
+        label_col, prediction_col: the two columns.
+
+    Returns:
+        :class:`Metrics`, figures rounded to 6 decimals.
+
+    Examples:
+        >>> df = spark.createDataFrame([("a", "a"), ("a", None), ("b", "a")], "label string, prediction string")  # doctest: +SKIP
+        >>> classification_metrics(df).summary()  # doctest: +SKIP
+        {'accuracy': 0.333333, 'macro_f1': 0.25, 'coverage': 0.666667}
+
+    Implementation details:
+        One aggregation on the executors; the driver receives one row per (true,
+        predicted) pair, as many as the confusion matrix has cells.
+    """
+    cells = (scored.groupBy(F.col(label_col).alias("t"), F.col(prediction_col).alias("p"))
+             .count().collect())
+    return metrics_from_confusion({(r["t"], r["p"]): r["count"] for r in cells})
+
+
+def metrics_from_confusion(cells: Mapping[tuple[str, str | None], int]) -> Metrics:
+    """:class:`Metrics` from ``{(true, predicted): count}`` (predicted None: no prediction)."""
+    n = sum(cells.values())
+    if n == 0:
+        return Metrics()
+    correct = sum(c for (t, p), c in cells.items() if p is not None and t == p)
+    covered = sum(c for (t, p), c in cells.items() if p is not None)
+    classes = sorted({t for t, _ in cells})
+    per_class: dict[str, dict[str, float]] = {}
+    for cls in classes:
+        tp = cells.get((cls, cls), 0)
+        support = sum(c for (t, _), c in cells.items() if t == cls)
+        predicted = sum(c for (_, p), c in cells.items() if p == cls)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * tp / (support + predicted) if support + predicted else 0.0
+        per_class[cls] = {"precision": _r(precision), "recall": _r(recall), "f1": _r(f1),
+                          "support": support}
+    confusion: dict[str, dict[str | None, int]] = {}
+    for (t, p), c in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        confusion.setdefault(t, {})[p] = c
+    macro = sum(v["f1"] for v in per_class.values()) / len(per_class)
+    return Metrics(n=n, accuracy=_r(correct / n), macro_f1=_r(macro), coverage=_r(covered / n),
+                   confusion=confusion, per_class=per_class)
+
+
+def _r(x: float) -> float:
+    return round(float(x), 6)
+
+
+@dataclass
+class FieldModel:
+    """A fitted field classifier and how it was chosen.
+
+    Attributes:
+        field: the field it predicts.
+        family: the classifier family that won on validation.
+        model: the ``PipelineModel`` (tokens -> ``prediction``, ``probability``).
+        classes: the class labels in index order (:data:`POOLED_CLASS` among them when
+            rare classes were pooled).
+        class_counts: training models per declared value (before pooling).
+        pooled: the declared values pooled into :data:`POOLED_CLASS`, with their counts.
+        n_train: training models.
+        validation: per family tried, ``{accuracy, macro_f1, n}`` on the validation models.
+        validation_metrics: the winner's full :class:`Metrics` on the validation models
+            (confusion matrix, per-class report).
+        seconds: wall time of the fit, validation included.
+        name_match: the fitted name-match rule (:mod:`semfin_spark.name_match`), last
+            stage of ``model``, for the fields of ``NAME_MATCH_FIELDS``; else None.
+    """
+
+    field: str
+    family: str
+    model: PipelineModel
+    classes: tuple[str, ...]
+    class_counts: dict[str, int]
+    pooled: dict[str, int]
+    n_train: int
+    validation: dict[str, dict[str, float]]
+    validation_metrics: Metrics
+    seconds: float
+    name_match: NameMatch | None = None
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """The tokens the classifier sees (the ``CountVectorizer`` vocabulary)."""
+        return vocabulary(self.model)
+
+
+def vocabulary(model: PipelineModel) -> list[str]:
+    """The token vocabulary of a field's ``PipelineModel``."""
+    from pyspark.ml.feature import CountVectorizerModel
+
+    for stage in model.stages:
+        if isinstance(stage, CountVectorizerModel):
+            return list(stage.vocabulary)
+    raise TrainError("the model has no CountVectorizer stage")
+
+
+def _estimator(family: str, seed: int) -> Any:
+    from pyspark.ml.classification import LogisticRegression, NaiveBayes, RandomForestClassifier
+
+    common = dict(featuresCol=_FEATURES, labelCol=_LABEL_INDEX, predictionCol=_INDEX_COL,
+                  probabilityCol="probability", rawPredictionCol="raw_prediction")
+    if family == "naive_bayes":
+        return NaiveBayes(modelType="multinomial", smoothing=NB_SMOOTHING, **common)
+    if family == "logistic_regression":
+        return LogisticRegression(family="multinomial", maxIter=LR_MAX_ITER, regParam=LR_REG_PARAM,
+                                  elasticNetParam=0.0, standardization=False, **common)
+    if family == "random_forest":
+        return RandomForestClassifier(numTrees=RF_TREES, maxDepth=RF_DEPTH, seed=seed,
+                                      featureSubsetStrategy="sqrt", subsamplingRate=0.8, **common)
+    raise TrainError(f"unknown classifier family {family!r}; choose from {', '.join(FAMILIES)}")
+
+
+def _vectorizer(settings: TrainSettings) -> CountVectorizer:
+    return CountVectorizer(inputCol="tokens", outputCol=_FEATURES, binary=True,
+                           minDF=float(settings.min_feature_df), vocabSize=settings.max_features)
+
+
+def _class_index(classes: Sequence[str], pooled: Mapping[str, int]) -> Any:
+    """label -> index (double) as a literal map; pooled labels go to POOLED_CLASS's index."""
+    index = {c: float(i) for i, c in enumerate(classes)}
+    for label in pooled:
+        index[label] = index[POOLED_CLASS]
+    pairs = [x for item in sorted(index.items()) for x in (F.lit(item[0]), F.lit(item[1]))]
+    # Nominal metadata, as StringIndexer writes it: the number of classes is then the
+    # length of the class list, not the largest index that happens to be in the data.
+    attrs = {"ml_attr": {"type": "nominal", "name": _LABEL_INDEX, "vals": list(classes)}}
+    return F.element_at(F.create_map(*pairs), F.col("label")).alias(_LABEL_INDEX, metadata=attrs)
+
+
+def _never_pooled(classifier: Any, classes: Sequence[str]) -> Any:
+    """The fitted classifier with the pooled class's threshold so high it never wins.
+
+    The pooled class keeps its share of the probability (so the confidence of a model
+    that looks rare stays low), but the prediction is the most probable real class.
+    """
+    if POOLED_CLASS in classes and len(classes) > 1:
+        classifier.setThresholds([POOLED_THRESHOLD if c == POOLED_CLASS else 1.0 for c in classes])
+    return classifier
+
+
+def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequence[str],
+                      classes: Sequence[str], pooled: Mapping[str, int], t: TrainSettings,
+                      seed: int, name_match: bool = False,
+                      ) -> tuple[dict[str, dict[str, float]], dict[str, Metrics]]:
+    """Fit each family on ``fit_part``, score it on ``val_part``: per family the summary
+    figures and the full :class:`Metrics`.
+
+    The fit side is indexed with the classes it holds, not all of ``classes``: Spark ML's
+    naive Bayes numbers the classes it sees 0..k-1, so a class whose every model fell on
+    the validation side would shift every later index and mislabel predictions. The
+    validation side keeps its declared labels, pooled ones too: a pooled model counts as
+    an error unless the name match (``name_match``, fitted on ``fit_part``) gets it.
+    """
+    truth = (F.when(F.col("label").isin(*pooled), F.lit(POOLED_CLASS)).otherwise(F.col("label"))
+             if pooled else F.col("label"))
+    present = {r[0] for r in fit_part.select(truth.alias("c")).distinct().collect()}
+    fit_classes = [c for c in classes if c in present]
+    true_index = _class_index(fit_classes, pooled if POOLED_CLASS in present else {})
+    indexed = fit_part.withColumn(_LABEL_INDEX, true_index)
+    vectors = _vectorizer(t).fit(indexed)
+    fit_vec = vectors.transform(indexed).persist(StorageLevel.MEMORY_AND_DISK)
+    val_vec = vectors.transform(val_part).persist(StorageLevel.MEMORY_AND_DISK)
+    rule = fit_name_match(fit_part) if name_match else None
+    to_label = IndexToString(inputCol=_INDEX_COL, labels=fit_classes,
+                             outputCol=MODEL_PREDICTION_COL if rule else PREDICTION_COL)
+    validation: dict[str, dict[str, float]] = {}
+    metrics: dict[str, Metrics] = {}
+    try:
+        # Validated even when there is one family: its figures are logged.
+        for family in families:
+            clf = _never_pooled(_estimator(family, seed).fit(fit_vec), fit_classes)
+            scored = to_label.transform(clf.transform(val_vec))
+            if rule:
+                scored = rule.stage().transform(scored)
+            m = classification_metrics(scored.select("label", PREDICTION_COL))
+            metrics[family] = m
+            validation[family] = {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "n": m.n,
+                                  "log_loss": _log_loss(scored, true_index)}
+    finally:
+        fit_vec.unpersist()
+        val_vec.unpersist()
+    return validation, metrics
+
+
+def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Settings, *,
+              seed: int = 0) -> FieldModel:
+    """Fit the classifier of one field on labelled models.
+
+    Args:
+        spark: the session.
+        train_df: ``model_id``, ``tokens`` (already without the field's leaking tokens:
+            :func:`~semfin_spark.features.field_tokens`), ``label``.
+        field: the field (for names and reports).
+        settings: ``settings.train`` (families, pooling, vocabulary size).
+        seed: seeds the validation hold-out and the random forest.
+
+    Returns:
+        A :class:`FieldModel`; its ``model`` scores a DataFrame of ``model_id, tokens``.
+
+    Raises:
+        TrainError: no labelled model, or an unknown family in ``train.classifiers``.
+
+    Examples:
+        >>> fm = fit_field(spark, train_df, "pipeline_tag", settings)    # doctest: +SKIP
+        >>> fm.family, fm.validation["naive_bayes"]["accuracy"]          # doctest: +SKIP
+        ('logistic_regression', 0.93)
+
+    Implementation details:
+        The driver collects the per-class counts (to pool and index the classes), then each
+        family is fitted on the persisted vectors of the non-validation models; the winner
+        is refitted with a vocabulary of all training models. Everything else runs on the
+        executors.
+    """
+    del spark  # the data's session does the work; kept for the stage signature
+    started = time.time()
+    t = settings.train
+    families = [f for f in FAMILIES if f in t.classifiers]
+    unknown = sorted(set(t.classifiers) - set(FAMILIES))
+    if unknown or not families:
+        raise TrainError(f"unknown classifier famil(ies) {unknown or list(t.classifiers)}; "
+                         f"choose from {', '.join(FAMILIES)}")
+    data = train_df.select("model_id", "tokens", "label").where(F.col("label").isNotNull())
+    counts = {r["label"]: r["count"] for r in data.groupBy("label").count().collect()}
+    if not counts:
+        raise TrainError(f"no labelled model to train {field} on")
+    pooled = {c: n for c, n in counts.items() if n < t.min_class_support}
+    kept = {c: n for c, n in counts.items() if c not in pooled}
+    if pooled:
+        kept[POOLED_CLASS] = sum(pooled.values())
+    classes = tuple(sorted(kept, key=lambda c: (-kept[c], c)))
+    n_train = sum(counts.values())
+    data = _sized(data, n_train)
+
+    held_out = split_flag("model_id", seed + 7919, VALIDATION_FRACTION)
+    fit_part, val_part = data.where(~held_out), data.where(held_out)
+    if n_train > VALIDATION_MAX_MODELS:
+        # Choosing a family needs no more than a sample; the winner is refitted on all.
+        sample = split_flag("model_id", seed + 104729, VALIDATION_MAX_MODELS / n_train)
+        fit_part, val_part = fit_part.where(sample), val_part.where(sample)
+    with_rule = field in NAME_MATCH_FIELDS
+    validation, metrics = _compare_families(fit_part, val_part, families, classes, pooled, t, seed,
+                                            name_match=with_rule)
+    # Best validation accuracy; then the lower log loss (the confidence gates imputation,
+    # so the better calibrated family wins a tie); then FAMILIES order (simplest first).
+    best = max(families, key=lambda f: (validation[f]["accuracy"], -validation[f]["log_loss"],
+                                        -FAMILIES.index(f)))
+
+    indexed = data.withColumn(_LABEL_INDEX, _class_index(classes, pooled))
+    full_vectors = _vectorizer(t).fit(indexed)
+    full_vec = full_vectors.transform(indexed).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        clf = _never_pooled(_estimator(best, seed).fit(full_vec), classes)
+    finally:
+        full_vec.unpersist()
+    rule = fit_name_match(data) if with_rule else None
+    stages: list[Any] = [
+        full_vectors, clf,
+        IndexToString(inputCol=_INDEX_COL, labels=list(classes),
+                      outputCol=MODEL_PREDICTION_COL if rule else PREDICTION_COL),
+    ]
+    if rule:
+        stages.append(rule.stage())
+    return FieldModel(field=field, family=best, model=PipelineModel(stages=stages), classes=classes,
+                      class_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+                      pooled=dict(sorted(pooled.items())), n_train=n_train,
+                      validation=validation, validation_metrics=metrics[best],
+                      seconds=round(time.time() - started, 3), name_match=rule)
+
+
+def _sized(df: DataFrame, rows: int) -> DataFrame:
+    """``df`` in as few partitions as keep every core busy (and at most
+    :data:`TRAIN_ROWS_PER_PARTITION` rows each): every L-BFGS iteration is a job over the
+    training partitions, and 64 shuffle partitions of a small training set made the tasks'
+    overhead the cost of the fit. ``coalesce`` never adds partitions nor shuffles."""
+    parallelism = df.sparkSession.sparkContext.defaultParallelism
+    return df.coalesce(max(parallelism, math.ceil(rows / TRAIN_ROWS_PER_PARTITION)))
+
+
+def _log_loss(scored: DataFrame, true_index: Any) -> float:
+    """Mean -log p(true class) of a scored validation side (p clipped at LOG_LOSS_FLOOR;
+    a label the fit side never saw has p = 0)."""
+    p = F.element_at(vector_to_array("probability"), true_index.cast("int") + F.lit(1))
+    loss = -F.log(F.greatest(F.coalesce(p, F.lit(0.0)), F.lit(LOG_LOSS_FLOOR)))
+    value = scored.select(F.avg(loss)).first()[0]
+    return _r(value) if value is not None else float("nan")
+
+
+def score(model: FieldModel | PipelineModel, df: DataFrame) -> DataFrame:
+    """Predict a field for the models of ``df``.
+
+    Args:
+        model: a :class:`FieldModel`, or a field's ``PipelineModel`` as loaded from MLflow
+            (``mlflow.spark.load_model("models:/semfin-license/3")``).
+        df: ``model_id``, ``tokens`` (the field's tokens, :func:`~semfin_spark.features.field_tokens`).
+
+    Returns:
+        ``model_id``, ``prediction`` (a class label; :data:`POOLED_CLASS` only in the
+        underflow case of the module doc), ``confidence`` (the probability of that class).
+
+    Examples:
+        >>> score(fm, field_tokens(model_features(store), "license")).show()   # doctest: +SKIP
+    """
+    pipeline = model.model if isinstance(model, FieldModel) else model
+    tokens = df.select("model_id", F.coalesce(F.col("tokens"), F.array().cast("array<string>")).alias("tokens"))
+    scored = pipeline.transform(tokens)
+    conf = confidence()
+    if RULE_CONFIDENCE_COL in scored.columns:  # a name-match pipeline (model_type)
+        conf = F.coalesce(F.col(RULE_CONFIDENCE_COL), conf)
+    return scored.select("model_id", PREDICTION_COL, conf.alias("confidence"))
+
+
+def confidence() -> Any:
+    """The probability of the predicted class, as a column of a scored DataFrame.
+
+    Not the largest probability: that can be the pooled class's, which is never predicted.
+    """
+    index = F.col(_INDEX_COL).cast("int") + F.lit(1)
+    return F.element_at(vector_to_array("probability"), index)
