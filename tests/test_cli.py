@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from semfin_spark.cli import EXIT_DATA, EXIT_USAGE, build_parser, main
 

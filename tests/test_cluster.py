@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from semfin_spark.schemas import TABLES
 from conftest import NIGHTLY_SOURCE

@@ -3,7 +3,6 @@ writers, and the readers outside Spark (delta-rs, DuckDB)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -267,6 +266,7 @@ def test_two_writers_at_once_lose_nothing_and_duplicate_nothing(tmp_path):
             ids = [f"m/{{i:04d}}" for i in range(0, 3000)]
             frame = rows(ids, {writer!r}).repartition(2).cache()
             frame.count()
+            open(os.path.join({str(tmp_path)!r}, "ready-{writer}"), "w").close()
             while not os.path.exists({str(go)!r}):
                 time.sleep(0.05)
             try:
@@ -277,7 +277,11 @@ def test_two_writers_at_once_lose_nothing_and_duplicate_nothing(tmp_path):
         """)
         procs.append(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
-    time.sleep(20)  # both sessions up and waiting
+    deadline = time.monotonic() + 280
+    while not all((tmp_path / f"ready-{w}").exists() for w in ("a", "b")):  # both sessions up
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+            [p.communicate()[1][-2000:] for p in procs if p.poll() is not None]
+        time.sleep(0.05)
     go.write_text("go")
     outcomes = []
     for proc in procs:

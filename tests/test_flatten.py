@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
 from semfin_spark.flatten import (
-    FLATTENED_SCHEMA, OUTPUT_TABLES, ROW_COLUMNS, TRUNCATION_MARKER, flatten, flatten_config,
+    FLATTENED_SCHEMA, OUTPUT_TABLES, TRUNCATION_MARKER, flatten, flatten_config,
     flatten_models,
 )
 from semfin_spark.ingest import ingest

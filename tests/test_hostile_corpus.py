@@ -16,7 +16,6 @@ from itertools import zip_longest
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from semfin_spark.delta import DeltaStore
 from semfin_spark.flatten import flatten

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from semfin_spark.delta import DeltaStore

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from semfin_spark.delta import DeltaStore
 from semfin_spark.nightly import format_summary, run_nightly
 from semfin_spark.schemas import HUB_MODELS, LINEAGE_CHAINS, MODEL_FIELDS
 from semfin_spark.settings import FIELDS
