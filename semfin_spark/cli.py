@@ -506,6 +506,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.stage in DRIVER_ONLY_STAGES:
         return STAGES[args.stage][2](settings, args)
+    if getattr(args, "source", None):  # a mistyped snapshot path fails before the JVM starts
+        from semfin_spark.ingest import IngestError, check_source
+
+        try:
+            check_source(args.source)
+        except IngestError as exc:
+            _error(args.stage, exc)
+            return EXIT_DATA
     if args.stage in DUCKDB_STAGES and sql_engine(args, settings) == "duckdb":
         return DUCKDB_STAGES[args.stage](settings, args)
     with ExitStack() as held:

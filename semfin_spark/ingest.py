@@ -660,6 +660,23 @@ def snapshot_lines(spark: SparkSession, files: SnapshotFiles) -> DataFrame:
     return lines
 
 
+def check_source(source: str) -> None:
+    """Refuse, before any Spark job, a ``snapshot:`` source that names nothing.
+
+    Raises:
+        IngestError: the snapshot path does not exist or holds no snapshot file.
+
+    Examples:
+        >>> check_source("synthetic:10")
+        >>> check_source("snapshot:/nowhere/hub.jsonl")
+        Traceback (most recent call last):
+        ...
+        semfin_spark.ingest.IngestError: snapshot path '/nowhere/hub.jsonl' does not exist
+    """
+    if source.startswith("snapshot:"):
+        _snapshot_files(source[len("snapshot:"):])
+
+
 def _snapshot_files(path: str) -> list[str]:
     if "://" in path and not path.startswith("file://"):
         return [path]  # remote storage: Spark lists it

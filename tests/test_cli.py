@@ -82,13 +82,19 @@ def test_spark_submit_job_equals_semfin_command(tmp_path, shared_data):
     assert (outputs[0]["written"], outputs[0]["rejected"]) == (50, 1)
 
 
-def test_missing_snapshot_exits_with_data_code(tmp_path):
-    proc = subprocess.run([str(VENV_BIN / "semfin"), "ingest", "--master", "local[1]",
-                           "--source", f"snapshot:{tmp_path / 'none.jsonl'}", "--warehouse", str(tmp_path / "w")],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYSPARK_PYTHON": sys.executable})
-    assert proc.returncode == EXIT_DATA
-    assert "does not exist" in proc.stderr
+def test_missing_snapshot_exits_with_data_code_before_spark_starts(tmp_path, capsys, monkeypatch):
+    import semfin_spark.session
+    from semfin_spark.cli import main
+
+    def no_spark(*args, **kwargs):
+        raise AssertionError("Spark was started for a snapshot path that does not exist")
+
+    monkeypatch.setattr(semfin_spark.session, "build_session", no_spark)
+    for stage in ("ingest", "nightly"):
+        code = main([stage, "--source", f"snapshot:{tmp_path / 'none.jsonl'}",
+                     "--warehouse", str(tmp_path / "w")])
+        assert code == EXIT_DATA
+        assert "does not exist" in capsys.readouterr().err
 
 
 def test_missing_delta_jars_say_how_to_fetch_them(tmp_path):
