@@ -469,7 +469,8 @@ def write_all_boms(spark: SparkSession, store: DeltaStore, out_dir: str, *, max_
         ``invalid_examples``.
 
     Raises:
-        AibomError: a table the BOMs need is missing.
+        AibomError: a table the BOMs need is missing, or ``out_dir`` is not a local path
+            (``file://`` included).
 
     Implementation details:
         The facts of every node (its Hub row, its five fields, its parent edges and its
@@ -484,7 +485,12 @@ def write_all_boms(spark: SparkSession, store: DeltaStore, out_dir: str, *, max_
     from pyspark.sql.types import StringType, StructField, StructType
 
     from semfin_spark.schemas import AIBOM_STATE, LINEAGE_COMPONENTS
+    from semfin_spark.settings import local_path
 
+    if local_path(out_dir) is None:  # files are written with open(), not a Hadoop client
+        raise AibomError(f"BOMs are written to a local or shared folder, not {out_dir}: "
+                         "set aibom.dir (or --out) to a folder every executor reaches")
+    out_dir = local_path(out_dir)
     for table in (HUB_MODELS, MODEL_FIELDS, LINEAGE_EDGES, LINEAGE_COMPONENTS):
         if not store.exists(table):
             raise AibomError(f"table {table.name} is not in the warehouse {store.warehouse}: "
@@ -531,10 +537,10 @@ def write_all_boms(spark: SparkSession, store: DeltaStore, out_dir: str, *, max_
         import pandas as pd
 
         rows = [json.loads(text) for text in frame["facts"]]
-        previous = None
-        if incremental:
-            previous = {row["model_id"]: (d, p) for row, d, p in
-                        zip(rows, frame["_digest"], frame["_path"]) if isinstance(d, str)}
+        # The recorded digest and path: null when not incremental or never recorded, and
+        # such a BOM is written.
+        previous = {row["model_id"]: (d, p) for row, d, p in
+                    zip(rows, frame["_digest"], frame["_path"]) if isinstance(d, str)}
         done = component_boms(rows, out_dir=out_dir, max_depth=max_depth, timestamp=when,
                               previous=previous)
         return pd.DataFrame(done, columns=list(columns))

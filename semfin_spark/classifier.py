@@ -53,7 +53,6 @@ Implementation details:
     keeps on the driver anyway.
 """
 
-
 from __future__ import annotations
 
 import math

@@ -7,14 +7,14 @@ models, the Delta version of every input table as tags ``delta_version.<table>``
 field's ``PipelineModel`` logged with the Spark flavour and registered as
 ``<train.registered_model_prefix><field>`` (``semfin-license``, ...).
 
-:func:`tracking` points MLflow at a tracking URI for a block (train, impute and evaluate
-use it); :func:`safe_uri` is that URI with its credentials redacted.
+:func:`tracking` points MLflow at a tracking URI for a block;
+:func:`resolve_model` and :func:`load_field_model` find and load a registered version for
+impute; :func:`safe_uri` is a tracking URI with its credentials redacted.
 
 Implementation details:
     Pip requirements are passed to MLflow explicitly (:func:`pip_requirements`), so
     logging a model never re-loads it to infer them.
 """
-
 
 from __future__ import annotations
 

@@ -155,8 +155,15 @@ class AibomSettings:
     dir: str = ""
 
     def out_dir(self, warehouse: str) -> str:
-        """Where the nightly keeps its BOMs: ``dir``, else ``<warehouse>/aibom``."""
-        return self.dir or f"{warehouse.rstrip('/')}/aibom"
+        """Where the nightly keeps its BOMs: ``dir``, else ``<warehouse>/aibom``; a local
+        path made absolute, as the warehouse is (:func:`absolute_location`), since the
+        executors write there.
+
+        Examples:
+            >>> AibomSettings(dir="/srv/boms").out_dir("/wh"), AibomSettings().out_dir("/wh/")
+            ('/srv/boms', '/wh/aibom')
+        """
+        return absolute_location(self.dir) if self.dir else f"{warehouse.rstrip('/')}/aibom"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ kept until it is ``train.retrain_after_days`` old or the labels changed by more 
 ``train.retrain_label_change`` (:func:`train`).
 """
 
-
 from __future__ import annotations
 
 import json

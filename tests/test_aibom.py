@@ -165,11 +165,21 @@ def test_semfin_aibom_writes_a_validated_file(nightly_run, lineage, tmp_path):
     validate_bom(bom)
     assert bom["metadata"]["component"]["name"] == leaf
     assert f"aibom: wrote {out} (CycloneDX 1.6, validated)" in proc.stderr
-    # An unknown model is an AibomError (test above), which the CLI maps to exit 3 as it
-    # does every data error (tests/test_cli.py): no second JVM to start for it.
-    from semfin_spark.cli import EXIT_DATA, _data_errors
+    missing = subprocess.run([str(VENV_BIN / "semfin"), "aibom", "nobody/nothing",
+                              "--master", "local[1]", "--warehouse", settings.warehouse],
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert missing.returncode == 3 and "not in hub_models" in missing.stderr
 
-    assert AibomError in _data_errors() and EXIT_DATA == 3
+
+def test_boms_go_to_a_local_or_shared_folder_only(spark, nightly_run):
+    """Files are written with open() on the executors: a remote folder is refused, before
+    any table is read, instead of becoming a local folder named ``s3a:``."""
+    from semfin_spark.aibom import write_all_boms
+
+    _, store, _, _, _ = nightly_run
+    with pytest.raises(AibomError, match="set aibom.dir"):
+        write_all_boms(spark, store, "s3a://bucket/boms", progress=lambda _: None)
+    assert not Path("s3a:").exists()
 
 
 def test_all_boms_are_written_on_the_executors_and_equal_the_single_model_ones(

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from semfin_spark.cli import EXIT_DATA, EXIT_USAGE, build_parser, main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,7 +83,6 @@ def test_spark_submit_job_equals_semfin_command(tmp_path, shared_data):
 
 def test_missing_snapshot_exits_with_data_code_before_spark_starts(tmp_path, capsys, monkeypatch):
     import semfin_spark.session
-    from semfin_spark.cli import main
 
     def no_spark(*args, **kwargs):
         raise AssertionError("Spark was started for a snapshot path that does not exist")

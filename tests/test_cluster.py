@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from semfin_spark.schemas import TABLES
 from conftest import NIGHTLY_SOURCE
 from standalone_cluster import StandaloneCluster
