@@ -71,6 +71,9 @@ from semfin_spark.delta import DeltaStore
 from semfin_spark.name_match import (
     MODEL_PREDICTION_COL, NAME_MATCH_FIELDS, RULE_CONFIDENCE_COL, NameMatch, fit_name_match,
 )
+from semfin_spark.neighbourhood import (
+    BINS, VOTE_COL, VOTE_CONFIDENCE_COL, VOTE_PREDICTION_COL, NeighbourVote, fit_vote, is_vote_stage,
+)
 from semfin_spark.schemas import MODEL_FIELDS
 from semfin_spark.settings import FIELDS, Settings, TrainSettings
 
@@ -256,8 +259,11 @@ class FieldModel:
         validation_metrics: the winner's full :class:`Metrics` on the validation models
             (confusion matrix, per-class report).
         seconds: wall time of the fit, validation included.
-        name_match: the fitted name-match rule (:mod:`semfin_spark.name_match`), last
+        name_match: the fitted name-match rule (:mod:`semfin_spark.name_match`), a
             stage of ``model``, for the fields of ``NAME_MATCH_FIELDS``; else None.
+        vote: when the relatives' vote replaces the classifier's answer
+            (:mod:`semfin_spark.neighbourhood`), the last stage of ``model``; None when
+            the training data had no vote column or no validation model had a vote.
     """
 
     field: str
@@ -271,6 +277,7 @@ class FieldModel:
     validation_metrics: Metrics
     seconds: float
     name_match: NameMatch | None = None
+    vote: NeighbourVote | None = None
 
     @property
     def vocabulary(self) -> list[str]:
@@ -334,10 +341,12 @@ def _never_pooled(classifier: Any, classes: Sequence[str]) -> Any:
 
 def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequence[str],
                       classes: Sequence[str], pooled: Mapping[str, int], t: TrainSettings,
-                      seed: int, name_match: bool = False,
-                      ) -> tuple[dict[str, dict[str, float]], dict[str, Metrics]]:
+                      seed: int, name_match: bool = False, with_vote: bool = False,
+                      ) -> tuple[dict[str, dict[str, float]], dict[str, Metrics], dict[str, Any]]:
     """Fit each family on ``fit_part``, score it on ``val_part``: per family the summary
-    figures and the full :class:`Metrics`.
+    figures, the full :class:`Metrics` and (``with_vote``: ``val_part`` has
+    :data:`~semfin_spark.neighbourhood.VOTE_COL`) the counts the vote is fitted on
+    (:func:`~semfin_spark.neighbourhood.fit_vote`).
 
     The fit side is indexed with the classes it holds, not all of ``classes``: Spark ML's
     naive Bayes numbers the classes it sees 0..k-1, so a class whose every model fell on
@@ -359,6 +368,7 @@ def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequen
                              outputCol=MODEL_PREDICTION_COL if rule else PREDICTION_COL)
     validation: dict[str, dict[str, float]] = {}
     metrics: dict[str, Metrics] = {}
+    vote_cells: dict[str, Any] = {}
     try:
         # Validated even when there is one family: its figures are logged.
         for family in families:
@@ -368,12 +378,28 @@ def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequen
                 scored = rule.stage().transform(scored)
             m = classification_metrics(scored.select("label", PREDICTION_COL))
             metrics[family] = m
+            if with_vote:
+                vote_cells[family] = _vote_cells(scored)
             validation[family] = {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "n": m.n,
                                   "log_loss": _log_loss(scored, true_index)}
     finally:
         fit_vec.unpersist()
         val_vec.unpersist()
-    return validation, metrics
+    return validation, metrics, vote_cells
+
+
+def _vote_cells(scored: DataFrame) -> dict[tuple[int, bool, bool, bool], int]:
+    """``{(confidence bin, has a vote, classifier right, vote right): models}`` of a scored
+    validation side (one aggregation; the driver gets at most 4 * BINS rows)."""
+    conf = confidence()
+    if RULE_CONFIDENCE_COL in scored.columns:
+        conf = F.coalesce(F.col(RULE_CONFIDENCE_COL), conf)
+    b = F.least(F.floor(F.coalesce(conf, F.lit(0.0)) * BINS), F.lit(BINS - 1)).cast("int")
+    rows = (scored.groupBy(b.alias("b"), F.col(VOTE_COL).isNotNull().alias("has"),
+                           F.coalesce(F.col(PREDICTION_COL) == F.col("label"), F.lit(False)).alias("clf"),
+                           F.coalesce(F.col(VOTE_COL) == F.col("label"), F.lit(False)).alias("vote"))
+            .count().collect())
+    return {(r["b"], r["has"], r["clf"], r["vote"]): r["count"] for r in rows}
 
 
 def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Settings, *,
@@ -413,7 +439,9 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
     if unknown or not families:
         raise TrainError(f"unknown classifier famil(ies) {unknown or list(t.classifiers)}; "
                          f"choose from {', '.join(FAMILIES)}")
-    data = train_df.select("model_id", "tokens", "label").where(F.col("label").isNotNull())
+    with_vote = t.neighbour_vote and VOTE_COL in train_df.columns
+    data = (train_df.select("model_id", "tokens", "label", *([VOTE_COL] if with_vote else []))
+            .where(F.col("label").isNotNull()))
     counts = {r["label"]: r["count"] for r in data.groupBy("label").count().collect()}
     if not counts:
         raise TrainError(f"no labelled model to train {field} on")
@@ -432,8 +460,9 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
         sample = split_flag("model_id", seed + 104729, VALIDATION_MAX_MODELS / n_train)
         fit_part, val_part = fit_part.where(sample), val_part.where(sample)
     with_rule = field in NAME_MATCH_FIELDS
-    validation, metrics = _compare_families(fit_part, val_part, families, classes, pooled, t, seed,
-                                            name_match=with_rule)
+    validation, metrics, vote_cells = _compare_families(
+        fit_part, val_part, families, classes, pooled, t, seed, name_match=with_rule,
+        with_vote=with_vote)
     # Best validation accuracy; then the lower log loss (the confidence gates imputation,
     # so the better calibrated family wins a tie); then FAMILIES order (simplest first).
     best = max(families, key=lambda f: (validation[f]["accuracy"], -validation[f]["log_loss"],
@@ -454,11 +483,16 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
     ]
     if rule:
         stages.append(rule.stage())
+    # The vote is fitted on the winner's validation answers (the refit on every training
+    # model is at least as good, so its threshold is, if anything, conservative).
+    vote = fit_vote(vote_cells[best]) if with_vote else None
+    if vote:
+        stages.append(vote.stage())
     return FieldModel(field=field, family=best, model=PipelineModel(stages=stages), classes=classes,
                       class_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
                       pooled=dict(sorted(pooled.items())), n_train=n_train,
                       validation=validation, validation_metrics=metrics[best],
-                      seconds=round(time.time() - started, 3), name_match=rule)
+                      seconds=round(time.time() - started, 3), name_match=rule, vote=vote)
 
 
 def _sized(df: DataFrame, rows: int) -> DataFrame:
@@ -485,22 +519,34 @@ def score(model: FieldModel | PipelineModel, df: DataFrame) -> DataFrame:
     Args:
         model: a :class:`FieldModel`, or a field's ``PipelineModel`` as loaded from MLflow
             (``mlflow.spark.load_model("models:/semfin-license/3")``).
-        df: ``model_id``, ``tokens`` (the field's tokens, :func:`~semfin_spark.features.field_tokens`).
+        df: ``model_id``, ``tokens`` (the field's tokens, :func:`~semfin_spark.features.field_tokens`)
+            and, for a model with a vote stage, :data:`~semfin_spark.neighbourhood.VOTE_COL`
+            (:func:`~semfin_spark.neighbourhood.neighbour_vote`; missing: no model has a vote).
 
     Returns:
         ``model_id``, ``prediction`` (a class label; :data:`POOLED_CLASS` only in the
-        underflow case of the module doc), ``confidence`` (the probability of that class).
+        underflow case of the module doc), ``confidence`` (the probability of that class,
+        or the vote's confidence where the relatives' vote replaced it).
 
     Examples:
         >>> score(fm, field_tokens(model_features(store), "license")).show()   # doctest: +SKIP
     """
     pipeline = model.model if isinstance(model, FieldModel) else model
-    tokens = df.select("model_id", F.coalesce(F.col("tokens"), F.array().cast("array<string>")).alias("tokens"))
-    scored = pipeline.transform(tokens)
+    stages = list(pipeline.stages)
+    vote_stage = stages.pop() if stages and is_vote_stage(stages[-1]) else None
+    vote = F.col(VOTE_COL) if VOTE_COL in df.columns else F.lit(None).cast("string")
+    tokens = df.select("model_id", F.coalesce(F.col("tokens"), F.array().cast("array<string>")).alias("tokens"),
+                       vote.alias(VOTE_COL))
+    scored = PipelineModel(stages=stages).transform(tokens) if vote_stage else pipeline.transform(tokens)
     conf = confidence()
     if RULE_CONFIDENCE_COL in scored.columns:  # a name-match pipeline (model_type)
         conf = F.coalesce(F.col(RULE_CONFIDENCE_COL), conf)
-    return scored.select("model_id", PREDICTION_COL, conf.alias("confidence"))
+    scored = scored.select("model_id", PREDICTION_COL, conf.alias("confidence"), VOTE_COL)
+    if vote_stage is None:
+        return scored.drop(VOTE_COL)
+    return vote_stage.transform(scored).select(
+        "model_id", F.coalesce(VOTE_PREDICTION_COL, PREDICTION_COL).alias(PREDICTION_COL),
+        F.coalesce(VOTE_CONFIDENCE_COL, "confidence").alias("confidence"))
 
 
 def confidence() -> Any:

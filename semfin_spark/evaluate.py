@@ -52,6 +52,7 @@ from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
 from semfin_spark.features import field_tokens, model_features
+from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_vote, with_vote
 from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
 from semfin_spark.settings import FIELDS, Settings
 from semfin_spark.classifier import (POOLED_CLASS, Metrics, fit_field, labels,
@@ -125,9 +126,16 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             sides = nodes.select("model_id", split_flag("model_id", seed, test_fraction).alias("is_test"))
         sides = keep(sides.join(nodes.select("model_id", "component", "isolated"), "model_id"))
         features = keep(model_features(store))
+        pairs = keep(lineage_pairs(store.read(MODEL_PARENTS)))
         for name in fields:
             lab = labels(store, name).join(sides, "model_id")
-            data = keep(field_tokens(features, name).join(lab, "model_id"))
+            data = field_tokens(features, name).join(lab, "model_id")
+            if settings.train.neighbour_vote:
+                # Only the training side's labels are known: a test model's label
+                # reaches no one's vote, its own included.
+                known = lab.where(~F.col("is_test")).select("model_id", "label")
+                data = with_vote(data, neighbour_vote(pairs, known))
+            data = keep(data)
             report["fields"][name] = _evaluate_field(
                 spark, settings, name, data, neighbours, seed, progress)
             data.unpersist()
@@ -227,9 +235,12 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
     train = data.where(~F.col("is_test"))
     test = data.where(F.col("is_test"))
     started = time.time()
-    fm = fit_field(spark, train.select("model_id", "tokens", "label"), name, settings, seed=seed)
-    semfin = score(fm, test.select("model_id", "tokens")).select(
-        "model_id", F.when(F.col("prediction") != POOLED_CLASS, F.col("prediction")).alias("prediction"))
+    vote = [VOTE_COL] if VOTE_COL in data.columns else []
+    fm = fit_field(spark, train.select("model_id", "tokens", "label", *vote), name, settings, seed=seed)
+    scored_semfin = score(fm, test.select("model_id", "tokens", *vote)).select(
+        "model_id", F.when(F.col("prediction") != POOLED_CLASS, F.col("prediction")).alias("prediction"),
+        "confidence")
+    semfin = scored_semfin.select("model_id", "prediction")
     most = hub_avg(train)
     graph = graph_avg(test.select("model_id", "component"), train.select("model_id", "component", "label"),
                       neighbours)
@@ -265,11 +276,86 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
         "validation": fm.validation,
         "n_classes_trained": len(fm.classes),
         "pooled_classes": fm.pooled,
+        "neighbour_vote": ({"threshold": fm.vote.threshold, "confidence": fm.vote.confidence,
+                            **fm.vote.validation} if fm.vote else None),
     })
+    out["calibration"] = calibration(truth.join(scored_semfin, "model_id", "left"))
     progress(f"evaluate {name}: {n_train} train / {n_test} test, {fm.family}; "
              + ", ".join(f"{m} {v['accuracy']:.4f} (coverage {v['coverage']:.2f})"
-                         for m, v in methods.items()) + f" ({time.time() - started:.1f} s)")
+                         for m, v in methods.items())
+             + f"; ECE {out['calibration']['ece']:.3f}, 95% precision from confidence "
+             + f"{out['calibration']['recommended_threshold']}" + f" ({time.time() - started:.1f} s)")
     return out
+
+
+CALIBRATION_BINS = 20
+"""Confidence bins of the reliability table (width 0.05)."""
+
+TARGET_PRECISION = 0.95
+"""The precision a default imputation threshold must keep (:func:`calibration`)."""
+
+
+def calibration(scored: DataFrame, *, bins: int = CALIBRATION_BINS,
+                target: float = TARGET_PRECISION) -> dict[str, Any]:
+    """Whether SemFin's confidence means what it says, on the held-out test models.
+
+    Args:
+        scored: one row per test model: ``label``, ``prediction`` (null: none, as the
+            pooled class), ``confidence`` (of the prediction).
+        bins: equal-width confidence bins over [0, 1].
+        target: the precision the recommended threshold keeps.
+
+    Returns:
+        ``{"reliability": [{"low", "high", "n", "mean_confidence", "accuracy"}, ...]`` (bins
+        holding a prediction), ``"ece"`` (expected calibration error: the mean over
+        predictions of |accuracy - mean confidence| of their bin), ``"thresholds":
+        [{"threshold", "precision", "coverage", "n"}, ...]`` (at each bin edge from 0 to
+        the top bin holding a prediction: the share correct of the predictions at or
+        above it, and the share of test models they are), and
+        ``"recommended_threshold"``: the lowest edge whose precision is at least
+        ``target`` (None when none is).
+
+    Examples:
+        >>> calibration(scored)["recommended_threshold"]   # doctest: +SKIP
+        0.55
+
+    Implementation details:
+        One aggregation on the executors; the driver gets one row per bin.
+    """
+    covered = F.col("prediction").isNotNull() & F.col("confidence").isNotNull()
+    b = F.least(F.floor(F.col("confidence") * bins), F.lit(bins - 1)).cast("int")
+    rows = (scored.where(covered)
+            .groupBy(b.alias("bin"))
+            .agg(F.count("*").alias("n"), F.sum("confidence").alias("conf"),
+                 F.sum((F.col("prediction") == F.col("label")).cast("int")).alias("correct"))
+            .collect())
+    total = scored.count()
+    per_bin = {r["bin"]: (r["n"], float(r["conf"]), r["correct"]) for r in rows}
+    predicted = sum(n for n, _, _ in per_bin.values())
+    reliability, thresholds, ece = [], [], 0.0
+    for i in sorted(per_bin):
+        n, conf, correct = per_bin[i]
+        reliability.append({"low": _r(i / bins), "high": _r((i + 1) / bins), "n": n,
+                            "mean_confidence": _r(conf / n), "accuracy": _r(correct / n)})
+        ece += abs(correct - conf) / predicted
+    recommended = None
+    for i in range(max(per_bin, default=-1), -1, -1):  # each edge, from the top populated bin
+        above = [per_bin[j] for j in per_bin if j >= i]
+        n = sum(x[0] for x in above)
+        precision = sum(x[2] for x in above) / n
+        thresholds.append({"threshold": _r(i / bins), "precision": _r(precision),
+                           "coverage": _r(n / total) if total else 0.0, "n": n})
+    thresholds.reverse()
+    for row in thresholds:  # the lowest edge that keeps the target precision
+        if row["precision"] >= target:
+            recommended = row["threshold"]
+            break
+    return {"reliability": reliability, "ece": _r(ece), "thresholds": thresholds,
+            "recommended_threshold": recommended, "target_precision": target}
+
+
+def _r(x: float) -> float:
+    return round(float(x), 6)
 
 
 # ------------------------------------------------------------------ the command

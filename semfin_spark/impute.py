@@ -39,7 +39,8 @@ from semfin_spark.delta import DeltaStore
 from semfin_spark.features import field_tokens, model_features
 from semfin_spark.schemas import MODEL_FIELDS, MODEL_PARENTS
 from semfin_spark.settings import FIELDS, Settings
-from semfin_spark.classifier import POOLED_CLASS, score
+from semfin_spark.classifier import POOLED_CLASS, labels, score
+from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_vote, with_vote
 from semfin_spark.registry import RegistryError, load_field_model, resolve_model
 
 _IMPUTED_COLUMNS = ("imputed_value", "imputed_confidence", "imputed_model",
@@ -82,9 +83,16 @@ class ImputeResult:
     table_version: int | None = None
 
 
-def features_hash(tokens: Any) -> Any:
-    """SHA-256 of a token array (sorted first, so the order never matters)."""
-    return F.sha2(F.array_join(F.array_sort(tokens), "\u0001"), 256)
+def features_hash(tokens: str, vote: str | None = None) -> Any:
+    """SHA-256 of the token array column ``tokens`` (sorted first, so the order never
+    matters) and of the relatives' vote in column ``vote`` where there is one (a model
+    without a vote hashes as its tokens alone)."""
+    seen = F.array_sort(F.col(tokens))
+    if vote is not None:
+        seen = F.concat(seen, F.when(F.col(vote).isNotNull(),
+                                     F.array(F.concat(F.lit("\u0002vote="), F.col(vote))))
+                        .otherwise(F.array().cast("array<string>")))
+    return F.sha2(F.array_join(seen, "\u0001"), 256)
 
 
 def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
@@ -132,6 +140,7 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
 
     features = model_features(store).persist(StorageLevel.MEMORY_AND_DISK)
     cached: list[DataFrame] = [features]
+    pairs = lineage_pairs(store.read(MODEL_PARENTS))
     try:
         updates = []
         for name, (model_name, version, run_id) in models.items():
@@ -139,8 +148,11 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             outcome = FieldImputation(name, model_name, version, run_id, threshold)
             result.fields[name] = outcome
             rows = _candidates(store, name)
-            todo = rows.join(field_tokens(features, name).withColumn("_hash", features_hash("tokens")),
-                             "model_id", "left")
+            # The relatives' vote from every declared value (a model imputed here declares
+            # none, so it is never its own evidence); the hash covers it, so a relative's
+            # changed value rescores the model.
+            seen = with_vote(field_tokens(features, name), neighbour_vote(pairs, labels(store, name)))
+            todo = rows.join(seen.withColumn("_hash", features_hash("tokens", VOTE_COL)), "model_id", "left")
             if not full:
                 todo = todo.where(F.col("features_hash").isNull()
                                   | ~F.col("features_hash").eqNullSafe(F.col("_hash"))
@@ -197,7 +209,7 @@ def _candidates(store: DeltaStore, field_name: str) -> DataFrame:
 def _scored_rows(todo: DataFrame, model: Any, threshold: float, model_name: str, version: str,
                  run_id: str) -> DataFrame:
     """``todo``'s rows with their imputed columns replaced by the model's answer."""
-    predicted = score(model, todo.select("model_id", "tokens"))
+    predicted = score(model, todo.select("model_id", "tokens", VOTE_COL))
     usable = ((F.col("prediction") != F.lit(POOLED_CLASS))
               & (F.col("confidence") >= F.lit(threshold)))
     value = F.when(usable, F.col("prediction"))

@@ -235,6 +235,7 @@ def _run_params(settings: Settings, seed: int, fitted: Mapping[str, FieldModel],
         "validation_fraction": VALIDATION_FRACTION, "lr_reg_param": LR_REG_PARAM,
         "lr_max_iter": LR_MAX_ITER, "nb_smoothing": NB_SMOOTHING,
         "rf_trees": RF_TREES, "rf_depth": RF_DEPTH, "trained_fields": ",".join(fitted),
+        "neighbour_vote": t.neighbour_vote,
     }
     for name, fm in fitted.items():
         params[f"{name}.family"] = fm.family
@@ -255,6 +256,11 @@ def _field_metrics(fm: FieldModel) -> dict[str, float]:
            f"{fm.field}.validation_macro_f1": fm.validation_metrics.macro_f1}
     if fm.name_match:
         out[f"{fm.field}.name_match_precision"] = fm.name_match.precision
+    if fm.vote:
+        out[f"{fm.field}.vote_threshold"] = fm.vote.threshold
+        out[f"{fm.field}.vote_confidence"] = fm.vote.confidence
+        for key, value in fm.vote.validation.items():
+            out[f"{fm.field}.vote_validation_{key}"] = float(value)
     for family, v in fm.validation.items():
         out[f"{fm.field}.{family}.validation_accuracy"] = v["accuracy"]
         out[f"{fm.field}.{family}.validation_macro_f1"] = v["macro_f1"]

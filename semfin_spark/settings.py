@@ -126,6 +126,7 @@ class TrainSettings:
     registered_model_prefix: str = "semfin-"
     retrain_after_days: float = 7.0
     retrain_label_change: float = 0.05
+    neighbour_vote: bool = True
 
 
 @dataclass(frozen=True)

@@ -206,17 +206,24 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
 
     Implementation details:
         The features are computed once and persisted for all fields; each field's fit runs
-        on the executors (:func:`fit_field`).
+        on the executors (:func:`fit_field`). With ``train.neighbour_vote``, each labelled
+        model also gets its relatives' vote from every other declared value
+        (:mod:`semfin_spark.neighbourhood`).
     """
     from semfin_spark.features import field_tokens, model_features
+    from semfin_spark.neighbourhood import lineage_pairs, neighbour_vote, with_vote
 
     features = model_features(store).persist(StorageLevel.MEMORY_AND_DISK)
+    pairs = lineage_pairs(store.read(MODEL_PARENTS))
     fitted: dict[str, FieldModel] = {}
     skipped: dict[str, str] = {}
     try:
         for name in settings.train.fields:
-            data = (field_tokens(features, name).join(labels(store, name), "model_id")
-                    .persist(StorageLevel.MEMORY_AND_DISK))
+            known = labels(store, name)
+            data = field_tokens(features, name).join(known, "model_id")
+            if settings.train.neighbour_vote:
+                data = with_vote(data, neighbour_vote(pairs, known))
+            data = data.persist(StorageLevel.MEMORY_AND_DISK)
             try:
                 n = data.count()
                 if n < settings.train.min_labels:

@@ -72,6 +72,27 @@ def test_graph_avg_neighbours_then_component_then_nothing(spark):
     }
 
 
+def test_calibration_of_known_answers(spark):
+    from semfin_spark.evaluate import calibration
+
+    rows = ([("a", "a", 0.97)] * 9 + [("a", "b", 0.96)]       # 0.95-1.0: 9 of 10 right
+            + [("a", "a", 0.62)] * 3 + [("a", "b", 0.61)] * 2  # 0.60-0.65: 3 of 5
+            + [("a", None, None)])                             # no prediction
+    df = spark.createDataFrame(rows, "label string, prediction string, confidence double")
+    cal = calibration(df, target=0.8)
+    assert [(b["low"], b["n"], b["accuracy"]) for b in cal["reliability"]] == [(0.6, 5, 0.6), (0.95, 10, 0.9)]
+    edges = {t["threshold"]: (t["n"], t["precision"], t["coverage"]) for t in cal["thresholds"]}
+    assert [t["threshold"] for t in cal["thresholds"]] == [round(i * 0.05, 6) for i in range(20)]
+    assert edges[0.0] == edges[0.6] == (15, 0.8, 0.9375)       # everything predicted is above
+    assert edges[0.65] == edges[0.95] == (10, 0.9, 0.625)
+    assert cal["recommended_threshold"] == 0.0
+    assert calibration(df, target=0.85)["recommended_threshold"] == 0.65
+    mean_hi = (9 * 0.97 + 0.96) / 10
+    mean_lo = (3 * 0.62 + 2 * 0.61) / 5
+    assert cal["ece"] == pytest.approx((10 * abs(0.9 - mean_hi) + 5 * abs(0.6 - mean_lo)) / 15, abs=1e-6)
+    assert calibration(df, target=0.95)["recommended_threshold"] is None
+
+
 # ------------------------------------------------------------------ the real files
 
 @pytest.fixture(scope="module")
@@ -148,13 +169,31 @@ def test_component_split_keeps_components_whole(spark, trees):
 
 
 def test_random_split_on_trees_uses_the_lineage(spark, trees):
-    settings = _settings(trees, classifiers=["naive_bayes"])
-    report = evaluate(spark, trees, settings, fields=("license",), split="random",
+    # The issue's judged case: on the real trees, pipeline_tag lost to graph_avg (0.835
+    # against 0.851) until the relatives' vote; the default settings, as a user runs them.
+    settings = _settings(trees)
+    report = evaluate(spark, trees, settings, fields=("license", "pipeline_tag"), split="random",
                       test_fraction=0.2, seed=0, progress=quiet)
-    lic = report["fields"]["license"]
-    assert lic["methods"]["graph_avg"]["coverage"] > 0.9
-    assert lic["methods"]["semfin"]["accuracy"] > lic["methods"]["graph_avg"]["accuracy"]
-    assert lic["methods"]["semfin"]["accuracy"] > lic["methods"]["hub_avg"]["accuracy"]
+    for name in ("license", "pipeline_tag"):
+        field = report["fields"][name]
+        assert field["methods"]["graph_avg"]["coverage"] > 0.9
+        assert field["methods"]["semfin"]["accuracy"] > field["methods"]["graph_avg"]["accuracy"], name
+        assert field["methods"]["semfin"]["accuracy"] > field["methods"]["hub_avg"]["accuracy"], name
+        vote = field["neighbour_vote"]
+        assert vote["with_vote"] > 0.9 * vote["n"]   # nearly every trees model has relatives
+        assert vote["accuracy"] >= vote["accuracy_alone"]
+    assert report["fields"]["pipeline_tag"]["neighbour_vote"]["replaced"] > 0
+    # the calibration: bins hold every covered test model; thresholds are cumulative
+    cal = report["fields"]["pipeline_tag"]["calibration"]
+    n_test = report["fields"]["pipeline_tag"]["n_test"]
+    coverage = report["fields"]["pipeline_tag"]["methods"]["semfin"]["coverage"]
+    assert sum(b["n"] for b in cal["reliability"]) == round(coverage * n_test)
+    assert cal["thresholds"][0]["n"] == sum(b["n"] for b in cal["reliability"])
+    assert [t["n"] for t in cal["thresholds"]] == sorted((t["n"] for t in cal["thresholds"]), reverse=True)
+    assert 0.0 <= cal["ece"] <= 1.0
+    if cal["recommended_threshold"] is not None:
+        chosen = next(t for t in cal["thresholds"] if t["threshold"] == cal["recommended_threshold"])
+        assert chosen["precision"] >= cal["target_precision"]
 
 
 def test_evaluate_a_snapshot_in_a_temporary_warehouse(spark, tmp_path, shared_data, settings):

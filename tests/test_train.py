@@ -169,10 +169,15 @@ def test_no_leaking_token_reaches_any_field_model(spark, trees, trained):
 
 
 def test_a_registered_model_loads_back_and_predicts_the_same(spark, trees, trained):
+    from semfin_spark.neighbourhood import is_vote_stage, lineage_pairs, neighbour_vote, with_vote
+
     settings, fitted, result, _ = trained
+    pairs = lineage_pairs(trees.read("model_parents"))
     for name in ("license", "pipeline_tag", "model_type"):  # model_type: with its name match
         loaded = _load(settings, f"semfin-{name}", result.fields[name].version)
-        tokens = field_tokens(model_features(trees), name)
+        # the trees have lineage: every field's model ends with the relatives' vote
+        assert fitted[name].vote is not None and is_vote_stage(loaded.stages[-1])
+        tokens = with_vote(field_tokens(model_features(trees), name), neighbour_vote(pairs, labels(trees, name)))
         before = {r.model_id: (r.prediction, r.confidence) for r in score(fitted[name], tokens).collect()}
         after = {r.model_id: (r.prediction, r.confidence) for r in score(loaded, tokens).collect()}
         assert len(before) == 1983 and before == after
