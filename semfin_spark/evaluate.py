@@ -55,7 +55,7 @@ from semfin_spark.features import field_tokens, model_features
 from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_vote, with_vote
 from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
 from semfin_spark.settings import FIELDS, Settings
-from semfin_spark.classifier import (POOLED_CLASS, Metrics, fit_field, labels,
+from semfin_spark.classifier import (POOLED_CLASS, Metrics, _r, fit_field, labels,
                                      metrics_from_confusion, score, split_flag)
 
 SPLITS = ("random", "component")
@@ -126,7 +126,7 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             sides = nodes.select("model_id", split_flag("model_id", seed, test_fraction).alias("is_test"))
         sides = keep(sides.join(nodes.select("model_id", "component", "isolated"), "model_id"))
         features = keep(model_features(store))
-        pairs = keep(lineage_pairs(store.read(MODEL_PARENTS)))
+        pairs = keep(graph["pairs"])
         for name in fields:
             lab = labels(store, name).join(sides, "model_id")
             data = field_tokens(features, name).join(lab, "model_id")
@@ -158,14 +158,14 @@ def _check(fields: tuple[str, ...], split: str, test_fraction: float) -> None:
 
 
 def _lineage(spark: SparkSession, store: DeltaStore, settings: Settings) -> dict[str, DataFrame]:
-    """Nodes (``model_id, component, isolated``) of every hub model, and the undirected
-    neighbour pairs (``model_id, neighbour``) of the lineage graph, self-loops removed."""
+    """Nodes (``model_id, component, isolated``) of every hub model, the undirected
+    neighbour pairs (``model_id, neighbour``) of the lineage graph, self-loops removed, and
+    its edges (``child, parent``: :func:`~semfin_spark.neighbourhood.lineage_pairs`)."""
     from semfin_spark.graph import connected_components
 
     ids = store.read(HUB_MODELS).select(F.col("id").alias("id"))
-    edges = (store.read(MODEL_PARENTS)
-             .where(F.col("model_id") != F.col("parent_id"))
-             .select(F.col("model_id").alias("src"), F.col("parent_id").alias("dst")))
+    pairs = lineage_pairs(store.read(MODEL_PARENTS))
+    edges = pairs.select(F.col("child").alias("src"), F.col("parent").alias("dst"))
     components = connected_components(spark, edges, ids, backend=settings.graph.backend,
                                       local_max_edges=settings.graph.local_max_edges)
     neighbours = (edges.select(F.col("src").alias("model_id"), F.col("dst").alias("neighbour"))
@@ -177,7 +177,7 @@ def _lineage(spark: SparkSession, store: DeltaStore, settings: Settings) -> dict
              .join(linked, "model_id", "left")
              .select("model_id", F.coalesce("component", "model_id").alias("component"),
                      F.col("_linked").isNull().alias("isolated")))
-    return {"nodes": nodes, "neighbours": neighbours}
+    return {"nodes": nodes, "neighbours": neighbours, "pairs": pairs}
 
 
 def _most_frequent(df: DataFrame, key: str) -> DataFrame:
@@ -323,14 +323,13 @@ def calibration(scored: DataFrame, *, bins: int = CALIBRATION_BINS,
         One aggregation on the executors; the driver gets one row per bin.
     """
     covered = F.col("prediction").isNotNull() & F.col("confidence").isNotNull()
-    b = F.least(F.floor(F.col("confidence") * bins), F.lit(bins - 1)).cast("int")
-    rows = (scored.where(covered)
-            .groupBy(b.alias("bin"))
+    b = F.when(covered, F.least(F.floor(F.col("confidence") * bins), F.lit(bins - 1)).cast("int"))
+    rows = (scored.groupBy(b.alias("bin"))  # bin null: no prediction, counted in the total
             .agg(F.count("*").alias("n"), F.sum("confidence").alias("conf"),
                  F.sum((F.col("prediction") == F.col("label")).cast("int")).alias("correct"))
             .collect())
-    total = scored.count()
-    per_bin = {r["bin"]: (r["n"], float(r["conf"]), r["correct"]) for r in rows}
+    total = sum(r["n"] for r in rows)
+    per_bin = {r["bin"]: (r["n"], float(r["conf"]), r["correct"]) for r in rows if r["bin"] is not None}
     predicted = sum(n for n, _, _ in per_bin.values())
     reliability, thresholds, ece = [], [], 0.0
     for i in sorted(per_bin):
@@ -352,10 +351,6 @@ def calibration(scored: DataFrame, *, bins: int = CALIBRATION_BINS,
             break
     return {"reliability": reliability, "ece": _r(ece), "thresholds": thresholds,
             "recommended_threshold": recommended, "target_precision": target}
-
-
-def _r(x: float) -> float:
-    return round(float(x), 6)
 
 
 # ------------------------------------------------------------------ the command
