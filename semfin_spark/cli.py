@@ -86,6 +86,17 @@ def _lineage(spark: Any, store: Any, settings: Settings, args: argparse.Namespac
     return EXIT_OK
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    """``--train-sizes 1000,2500`` as a tuple of positive ints (argparse reports the error)."""
+    try:
+        sizes = tuple(int(n.replace("_", "")) for n in text.split(",") if n.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers of models: {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"training sizes must be positive: {text!r}")
+    return sizes
+
+
 def _fields(text: str | None) -> tuple[str, ...]:
     """``--fields license,model_type`` as a tuple (all five when omitted)."""
     from semfin_spark.settings import FIELDS
@@ -120,6 +131,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=("random", "component"), default="random")
     p.add_argument("--test-fraction", type=float, help="share on the test side (default evaluate.test_fraction)")
     p.add_argument("--seed", type=int, help="split and validation seed (default evaluate.seed)")
+    p.add_argument("--train-sizes", type=_sizes, default=(), metavar="N,N,...",
+                   help="also measure each field with about this many training models "
+                        "(a learning curve; e.g. 1000,2500,5000)")
     p.add_argument("--out", help="write the report JSON here (also printed)")
 
 
@@ -131,7 +145,7 @@ def _evaluate(spark: Any, store: Any, settings: Settings, args: argparse.Namespa
         test_fraction=(settings.evaluate.test_fraction if args.test_fraction is None
                        else args.test_fraction),
         seed=settings.evaluate.seed if args.seed is None else args.seed,
-        snapshot=args.snapshot, progress=progress)
+        snapshot=args.snapshot, train_sizes=args.train_sizes, progress=progress)
     text = json.dumps(report, indent=2, default=str)
     if args.out:
         _write_text(args.out, text + "\n")

@@ -71,7 +71,7 @@ class EvaluateError(ValueError):
 
 def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
              fields: tuple[str, ...] = FIELDS, split: str = "random",
-             test_fraction: float = 0.2, seed: int = 0,
+             test_fraction: float = 0.2, seed: int = 0, train_sizes: tuple[int, ...] = (),
              progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure ``semfin``, ``hub_avg`` and ``graph_avg`` on a held-out split of the warehouse.
 
@@ -85,6 +85,9 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         test_fraction: share of labelled models (random) or of components (component) on
             the test side, in (0, 1).
         seed: seeds the split and the classifiers' validation hold-out.
+        train_sizes: for a learning curve, also fit and measure each field on a seeded
+            subsample of about this many training models (sizes from the training side's
+            up are skipped); the field's ``learning_curve`` lists each, then the full side.
         progress: where progress lines go.
 
     Returns:
@@ -94,7 +97,9 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
              "fields": {"<field>": {"n_train", "n_test", "n_classes",
                  "methods": {"semfin"|"hub_avg"|"graph_avg": {"accuracy", "macro_f1", "coverage"}},
                  "isolated": {"n_test", "semfin_accuracy", "graph_avg_coverage"},
-                 "family", "validation", "pooled_classes", "test_share"}}}
+                 "family", "validation", "pooled_classes", "test_share",
+                 "learning_curve": [{"n_train", "n_test", "family",
+                                     "semfin", "hub_avg", "graph_avg"}]}}}
 
         Same warehouse, arguments and seed: the same report.
 
@@ -106,9 +111,11 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         >>> report["fields"]["pipeline_tag"]["methods"]["semfin"]["accuracy"]     # doctest: +SKIP
         0.97
     """
-    _check(fields, split, test_fraction)
+    _check(fields, split, test_fraction, train_sizes)
     report: dict[str, Any] = {"split": split, "seed": seed, "test_fraction": test_fraction,
                               "fields": {}}
+    if train_sizes:
+        report["train_sizes"] = sorted(set(train_sizes))
     cached: list[DataFrame] = []
 
     def keep(df: DataFrame) -> DataFrame:
@@ -127,18 +134,24 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         sides = keep(sides.join(nodes.select("model_id", "component", "isolated"), "model_id"))
         features = keep(model_features(store))
         pairs = keep(graph["pairs"])
-        for name in fields:
-            lab = labels(store, name).join(sides, "model_id")
+        def measure(name: str, lab: DataFrame, point: str = "") -> dict[str, Any]:
             data = field_tokens(features, name).join(lab, "model_id")
             if settings.train.neighbour_vote:
                 # Only the training side's labels are known: a test model's label
                 # reaches no one's vote, its own included.
                 known = lab.where(~F.col("is_test")).select("model_id", "label")
                 data = with_vote(data, neighbour_vote(pairs, known))
-            data = keep(data)
-            report["fields"][name] = _evaluate_field(
-                spark, settings, name, data, neighbours, seed, progress)
-            data.unpersist()
+            data = data.persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                return _evaluate_field(spark, settings, name, data, neighbours, seed, progress, point)
+            finally:
+                data.unpersist()
+
+        for name in fields:
+            lab = keep(labels(store, name).join(sides, "model_id"))
+            out = report["fields"][name] = measure(name, lab)
+            if train_sizes and "methods" in out:
+                out["learning_curve"] = _learning_curve(name, lab, out, train_sizes, seed, measure)
     finally:
         # Dependents first: uncaching a frame makes Spark rebuild every cached frame
         # built on it (measured: 80 jobs and 11 s in impute before this order).
@@ -147,7 +160,39 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     return report
 
 
-def _check(fields: tuple[str, ...], split: str, test_fraction: float) -> None:
+CURVE_SEED = 15485863
+"""Added to the seed for the learning curve's training subsamples (a prime, as the others)."""
+
+
+def _learning_curve(name: str, lab: DataFrame, full: dict[str, Any], sizes: tuple[int, ...],
+                    seed: int, measure: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+    """The field's figures with a seeded subsample of about ``size`` training models, for
+    each size below the training side, then with the whole training side: one row each.
+
+    The test side is the full evaluation's; only the training side shrinks, and with it
+    the labels the relatives' vote and Graph Avg may use. The samples are nested (the same
+    hash, a larger fraction), so a larger size only adds training models.
+    """
+    n_train = full["n_train"]
+    rows = []
+    for size in sorted(set(sizes)):
+        if size >= n_train:
+            continue
+        kept = F.col("is_test") | split_flag("model_id", seed + CURVE_SEED, size / n_train)
+        point = measure(name, lab.where(kept), f" with {size} training models")
+        if "methods" in point:
+            rows.append(_curve_row(point))
+    rows.append(_curve_row(full))
+    return rows
+
+
+def _curve_row(result: dict[str, Any]) -> dict[str, Any]:
+    return {"n_train": result["n_train"], "n_test": result["n_test"], "family": result["family"],
+            **{method: figures["accuracy"] for method, figures in result["methods"].items()}}
+
+
+def _check(fields: tuple[str, ...], split: str, test_fraction: float,
+           train_sizes: tuple[int, ...] = ()) -> None:
     if split not in SPLITS:
         raise EvaluateError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     unknown = [f for f in fields if f not in FIELDS]
@@ -155,6 +200,9 @@ def _check(fields: tuple[str, ...], split: str, test_fraction: float) -> None:
         raise EvaluateError(f"unknown field(s) {unknown}; choose from {', '.join(FIELDS)}")
     if not 0.0 < test_fraction < 1.0:
         raise EvaluateError(f"test fraction must be between 0 and 1 (exclusive), not {test_fraction}")
+    bad = [n for n in train_sizes if n < 1]
+    if bad:
+        raise EvaluateError(f"training sizes must be positive numbers of models, not {bad}")
 
 
 def _lineage(spark: SparkSession, store: DeltaStore, settings: Settings) -> dict[str, DataFrame]:
@@ -218,7 +266,8 @@ def hub_avg(train: DataFrame) -> str | None:
 
 
 def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: DataFrame,
-                    neighbours: DataFrame, seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
+                    neighbours: DataFrame, seed: int, progress: Callable[[str], None],
+                    point: str = "") -> dict[str, Any]:
     counts = {r["is_test"]: (r["n"], r["classes"]) for r in data.groupBy("is_test").agg(
         F.count("*").alias("n"), F.countDistinct("label").alias("classes")).collect()}
     n_train, n_classes = counts.get(False, (0, 0))
@@ -230,7 +279,7 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
         out["skipped"] = (f"{n_train} training models, fewer than train.min_labels="
                           f"{settings.train.min_labels}" if n_train < settings.train.min_labels
                           else "no test model")
-        progress(f"evaluate {name}: skipped ({out['skipped']})")
+        progress(f"evaluate {name}{point}: skipped ({out['skipped']})")
         return out
     train = data.where(~F.col("is_test"))
     test = data.where(F.col("is_test"))
@@ -280,7 +329,7 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
                             **fm.vote.validation} if fm.vote else None),
     })
     out["calibration"] = calibration(truth.join(scored_semfin, "model_id", "left"))
-    progress(f"evaluate {name}: {n_train} train / {n_test} test, {fm.family}; "
+    progress(f"evaluate {name}{point}: {n_train} train / {n_test} test, {fm.family}; "
              + ", ".join(f"{m} {v['accuracy']:.4f} (coverage {v['coverage']:.2f})"
                          for m, v in methods.items())
              + f"; ECE {out['calibration']['ece']:.3f}, 95% precision from confidence "
@@ -392,6 +441,7 @@ def snapshot_warehouse(spark: SparkSession, settings: Settings, snapshot: str, *
 def evaluate_command(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                      fields: tuple[str, ...] = FIELDS, split: str = "random",
                      test_fraction: float = 0.2, seed: int = 0, snapshot: str | None = None,
+                     train_sizes: tuple[int, ...] = (),
                      progress: Callable[[str], None] = print) -> dict[str, Any]:
     """``semfin evaluate``: :func:`evaluate` on ``snapshot`` (a temporary warehouse) or,
     without one, on the warehouse of ``store``.
@@ -405,15 +455,17 @@ def evaluate_command(spark: SparkSession, store: DeltaStore, settings: Settings,
         The evaluation of a local warehouse is also kept in it
         (:func:`evaluation_path`) for the nightly report.
     """
-    _check(fields, split, test_fraction)
+    _check(fields, split, test_fraction, train_sizes)
     if snapshot:
         with snapshot_warehouse(spark, settings, snapshot, progress=progress) as (temp_store, temp_settings):
             report = evaluate(spark, temp_store, temp_settings, fields=fields, split=split,
-                              test_fraction=test_fraction, seed=seed, progress=progress)
+                              test_fraction=test_fraction, seed=seed, train_sizes=train_sizes,
+                              progress=progress)
         report["source"] = f"snapshot:{snapshot}" if not snapshot.startswith("snapshot:") else snapshot
     else:
         report = evaluate(spark, store, settings, fields=fields, split=split,
-                          test_fraction=test_fraction, seed=seed, progress=progress)
+                          test_fraction=test_fraction, seed=seed, train_sizes=train_sizes,
+                              progress=progress)
         report["source"] = f"warehouse:{settings.warehouse}"
         _keep_evaluation(settings.warehouse, report)
     return report

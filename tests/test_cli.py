@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from semfin_spark.cli import EXIT_DATA, EXIT_USAGE, build_parser, main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,6 +27,17 @@ def test_bad_settings_exit_with_usage_code(tmp_path, capsys):
     bad.write_text("nonsense_key: 1\n")
     assert main(["ingest", "--source", "snapshot:x", "--conf", str(bad)]) == EXIT_USAGE
     assert "unknown setting" in capsys.readouterr().err
+
+
+def test_learning_curve_sizes_are_parsed_or_refused_before_spark_starts(capsys):
+    parser = build_parser()
+    assert parser.parse_args(["evaluate", "--train-sizes", "1000,2_500, 5000"]).train_sizes == (1000, 2500, 5000)
+    assert parser.parse_args(["evaluate"]).train_sizes == ()
+    for bad in ("1k", "0,100", ""):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(["evaluate", "--train-sizes", bad])
+        assert exit_.value.code == 2
+        assert "--train-sizes" in capsys.readouterr().err
 
 
 def test_spark_submit_settings_win_over_the_embedded_defaults(tmp_path):

@@ -141,12 +141,26 @@ def test_semfin_beats_both_baselines_on_hub2022(dev_report, field):
     assert isolated["graph_avg_coverage"] == 0.0
 
 
-def test_the_same_seed_gives_the_same_report(spark, dev, dev_report):
+def test_the_same_seed_gives_the_same_report_and_a_learning_curve(spark, dev, dev_report):
     settings = _settings(dev, classifiers=["naive_bayes"])
     again = evaluate(spark, dev, settings, fields=("library_name",), split="random",
-                     test_fraction=0.2, seed=0, progress=quiet)
-    assert json.dumps(again["fields"]["library_name"], sort_keys=True) == \
+                     test_fraction=0.2, seed=0, train_sizes=(1500, 500, 10**6), progress=quiet)
+    field = again["fields"]["library_name"]
+    curve = field.pop("learning_curve")
+    assert json.dumps(field, sort_keys=True) == \
         json.dumps(dev_report["fields"]["library_name"], sort_keys=True)
+    # The learning curve: about 500 and 1500 training models, then the full side (a size
+    # past it is skipped), all on the same test models; the last row is the report's.
+    assert again["train_sizes"] == [500, 1500, 10**6]
+    for row, size in zip(curve, (500, 1500)):
+        assert abs(row["n_train"] - size) < 0.1 * size, row   # a seeded sample, not an exact size
+    assert curve[-1]["n_train"] == field["n_train"] and len(curve) == 3
+    assert {row["n_test"] for row in curve} == {field["n_test"]}
+    assert curve[-1]["semfin"] == field["methods"]["semfin"]["accuracy"]
+    assert all(row["hub_avg"] < row["semfin"] for row in curve)
+    assert curve[0]["semfin"] <= curve[-1]["semfin"]
+    with pytest.raises(EvaluateError, match="positive"):
+        evaluate(spark, dev, settings, fields=("library_name",), train_sizes=(0,), progress=quiet)
     # another seed, another split
     ids = dev.read("hub_models").select(F.col("id").alias("model_id"))
     flags = ids.select(split_flag("model_id", 0, 0.2).alias("a"), split_flag("model_id", 1, 0.2).alias("b"))
