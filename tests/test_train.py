@@ -211,7 +211,11 @@ def test_model_type_name_match_predicts_rare_types_and_yields_where_training_con
             + [(f"g{i}", ["architecture:gpt2", f"n{i % 3}"], "gpt2") for i in range(12)]
             + [(f"p{i}", ["architecture:phi", "tok:phi", f"n{i % 3}"], "phi-msft") for i in range(8)]
             + [("phi-0", ["tok:other"], "phi"), ("led-0", ["architecture:led"], "led"),
-               ("mae-0", ["architecture:vitmae"], "vit_mae")])
+               ("mae-0", ["architecture:vitmae"], "vit_mae")]
+            # no architecture: the repo name's words (gpt2 right twice, bert wrong once;
+            # a name with two labels' words counts for neither)
+            + [("w0", ["name:tiny", "name:gpt2"], "gpt2"), ("w1", ["name:gpt2", "n1"], "gpt2"),
+               ("w2", ["name:bert", "name:tiny"], "gpt2"), ("w3", ["name:led", "name:bert"], "bert")])
     df = spark.createDataFrame(rows, "model_id string, tokens array<string>, label string")
     settings = with_train(settings, min_class_support=2, min_feature_df=1,
                           classifiers=("logistic_regression",))
@@ -234,6 +238,23 @@ def test_model_type_name_match_predicts_rare_types_and_yields_where_training_con
     assert got["q-mae"] == ("vit_mae", rule.confidence["vitmae"])
     assert got["q-phi"][0] == "phi-msft"                 # the classifier's answer
     assert got["q-none"][0] in {"bert", "gpt2", "phi-msft"}
+    # Repo-name words, for models without an architecture only: gpt2's 2 of 2 kept, bert's
+    # 0 of 1 dropped; the precision of words (2 of 3) is their prior.
+    assert rule.word_labels.get("gpt2") == "gpt2" and "bert" not in rule.word_labels
+    assert rule.word_precision == pytest.approx(2 / 3)
+    assert rule.word_confidence["gpt2"] == pytest.approx((2 + 2 * 2 / 3) / 4, abs=1e-6)
+    assert rule.word_confidence["led"] == pytest.approx(2 / 3, abs=1e-6)  # no evidence: the prior
+    words = spark.createDataFrame(
+        [("only-word", ["name:gpt2", "name:tiny"]), ("arch-first", ["architecture:bert", "name:gpt2"]),
+         ("two-labels", ["name:led", "name:gpt2"]), ("contradicted", ["name:bert"]),
+         ("unknown-arch", ["architecture:unheard", "name:gpt2"])],
+        "model_id string, tokens array<string>").withColumn("model_prediction", F.lit("classifier"))
+    ruled = {r.model_id: (r.prediction, r.rule_confidence)
+             for r in rule.stage().transform(words).collect()}
+    assert ruled == {"only-word": ("gpt2", rule.word_confidence["gpt2"]),
+                     "arch-first": ("bert", rule.confidence["bert"]),
+                     "two-labels": ("classifier", None), "contradicted": ("classifier", None),
+                     "unknown-arch": ("classifier", None)}  # has an architecture: no word rule
     # the same rule outside a name-match field: none
     assert fit_field(spark, df, "library_name", settings, seed=0).name_match is None
 
