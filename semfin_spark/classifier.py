@@ -15,7 +15,8 @@ index column is ``prediction_index``), and ``probability`` holds the class proba
 ``model_type`` has one more stage, the name match of :mod:`semfin_spark.name_match`: an
 architecture class name that spells a declared model type (``LEDForConditionalGeneration``
 -> ``led``) predicts it, with a confidence fitted on the training models, so a type seen
-once in training is still predicted.
+once in training is still predicted; a model without an architecture is named the same way
+by a word of its repo name (``tiny-random-xlnet`` -> ``xlnet``).
 
 Rare classes: declared values with fewer than ``train.min_class_support`` training
 examples are pooled into :data:`POOLED_CLASS` (``__other__``) for training, and reported
