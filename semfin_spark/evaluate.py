@@ -134,6 +134,7 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         sides = keep(sides.join(nodes.select("model_id", "component", "isolated"), "model_id"))
         features = keep(model_features(store))
         pairs = keep(graph["pairs"])
+
         def measure(name: str, lab: DataFrame, point: str = "") -> dict[str, Any]:
             data = field_tokens(features, name).join(lab, "model_id")
             if settings.train.neighbour_vote:
@@ -465,7 +466,7 @@ def evaluate_command(spark: SparkSession, store: DeltaStore, settings: Settings,
     else:
         report = evaluate(spark, store, settings, fields=fields, split=split,
                           test_fraction=test_fraction, seed=seed, train_sizes=train_sizes,
-                              progress=progress)
+                          progress=progress)
         report["source"] = f"warehouse:{settings.warehouse}"
         _keep_evaluation(settings.warehouse, report)
     return report

@@ -242,6 +242,7 @@ def _run_params(settings: Settings, seed: int, fitted: Mapping[str, FieldModel],
         params[f"{name}.pooled_classes"] = len(fm.pooled)
         if fm.name_match:
             params[f"{name}.name_match_labels"] = len(fm.name_match.labels)
+            params[f"{name}.name_match_words"] = len(fm.name_match.word_labels)
     for name in skipped:
         params[f"{name}.family"] = "skipped"
     return params
@@ -256,6 +257,8 @@ def _field_metrics(fm: FieldModel) -> dict[str, float]:
            f"{fm.field}.validation_macro_f1": fm.validation_metrics.macro_f1}
     if fm.name_match:
         out[f"{fm.field}.name_match_precision"] = fm.name_match.precision
+        if fm.name_match.word_labels:
+            out[f"{fm.field}.name_match_word_precision"] = fm.name_match.word_precision
     if fm.vote:
         out[f"{fm.field}.vote_threshold"] = fm.vote.threshold
         out[f"{fm.field}.vote_confidence"] = fm.vote.confidence
