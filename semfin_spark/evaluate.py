@@ -114,8 +114,9 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     _check(fields, split, test_fraction, train_sizes)
     report: dict[str, Any] = {"split": split, "seed": seed, "test_fraction": test_fraction,
                               "fields": {}}
+    train_sizes = tuple(sorted(set(train_sizes)))
     if train_sizes:
-        report["train_sizes"] = sorted(set(train_sizes))
+        report["train_sizes"] = list(train_sizes)
     cached: list[DataFrame] = []
 
     def keep(df: DataFrame) -> DataFrame:
@@ -168,7 +169,8 @@ CURVE_SEED = 15485863
 def _learning_curve(name: str, lab: DataFrame, full: dict[str, Any], sizes: tuple[int, ...],
                     seed: int, measure: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
     """The field's figures with a seeded subsample of about ``size`` training models, for
-    each size below the training side, then with the whole training side: one row each.
+    each of ``sizes`` (ascending) below the training side, then with the whole training
+    side: one row each.
 
     The test side is the full evaluation's; only the training side shrinks, and with it
     the labels the relatives' vote and Graph Avg may use. The samples are nested (the same
@@ -176,7 +178,7 @@ def _learning_curve(name: str, lab: DataFrame, full: dict[str, Any], sizes: tupl
     """
     n_train = full["n_train"]
     rows = []
-    for size in sorted(set(sizes)):
+    for size in sizes:
         if size >= n_train:
             continue
         kept = F.col("is_test") | split_flag("model_id", seed + CURVE_SEED, size / n_train)

@@ -100,6 +100,9 @@ class NameMatch:
     word_precision: float = float("nan")
     """Precision of every repo-name word together, on the training models without an
     architecture (nan without evidence)."""
+    word_keys: tuple[str, ...] = ()
+    """Every declared label's normalised name: a name that spells two of them says
+    neither, even when one is not a kept word (as the fit counted it)."""
 
     def stage(self) -> SQLTransformer:
         """The rule as a ``SQLTransformer``: ``model_prediction`` -> ``prediction``,
@@ -116,7 +119,10 @@ class NameMatch:
                     f"t -> regexp_replace(substr(t, {len(prefix) + 1}), '[^a-z0-9]', '')))")
 
         names = literal_map({k: f"'{v}'" for k, v in self.labels.items()} or {"": "CAST(NULL AS STRING)"})
-        words = literal_map({k: f"'{v}'" for k, v in self.word_labels.items()} or {"": "CAST(NULL AS STRING)"})
+        # Every declared name is a key (dropped words map to null), so "exactly one named
+        # label" counts what the fit counted.
+        words = literal_map({k: f"'{self.word_labels[k]}'" if k in self.word_labels else "CAST(NULL AS STRING)"
+                             for k in self.word_keys} or {"": "CAST(NULL AS STRING)"})
         match = f"get(filter({keys(ARCHITECTURE_PREFIX)}, n -> map_contains_key(_names, n)), 0)"
         # A word counts only without any architecture, and only when it names one label.
         word = (f"CASE WHEN size(filter(tokens, t -> startswith(t, '{ARCHITECTURE_PREFIX}'))) = 0 "
@@ -174,7 +180,8 @@ def fit_name_match(data: DataFrame) -> NameMatch | None:
     if not labels and not word_labels:
         return None
     return NameMatch(labels=labels, confidence=confidence, precision=precision, word_labels=word_labels,
-                     word_confidence=word_confidence, word_precision=word_precision)
+                     word_confidence=word_confidence, word_precision=word_precision,
+                     word_keys=tuple(sorted(by_name)) if word_labels else ())
 
 
 def _fit(by_name: Mapping[str, str], counts: list) -> tuple[dict[str, str], dict[str, float], float]:

@@ -247,6 +247,7 @@ def test_model_type_name_match_predicts_rare_types_and_yields_where_training_con
     words = spark.createDataFrame(
         [("only-word", ["name:gpt2", "name:tiny"]), ("arch-first", ["architecture:bert", "name:gpt2"]),
          ("two-labels", ["name:led", "name:gpt2"]), ("contradicted", ["name:bert"]),
+         ("dropped-and-kept", ["name:bert", "name:gpt2"]),  # two labels named, as the fit counts
          ("unknown-arch", ["architecture:unheard", "name:gpt2"])],
         "model_id string, tokens array<string>").withColumn("model_prediction", F.lit("classifier"))
     ruled = {r.model_id: (r.prediction, r.rule_confidence)
@@ -254,6 +255,7 @@ def test_model_type_name_match_predicts_rare_types_and_yields_where_training_con
     assert ruled == {"only-word": ("gpt2", rule.word_confidence["gpt2"]),
                      "arch-first": ("bert", rule.confidence["bert"]),
                      "two-labels": ("classifier", None), "contradicted": ("classifier", None),
+                     "dropped-and-kept": ("classifier", None),
                      "unknown-arch": ("classifier", None)}  # has an architecture: no word rule
     # the same rule outside a name-match field: none
     assert fit_field(spark, df, "library_name", settings, seed=0).name_match is None
