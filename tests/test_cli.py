@@ -66,8 +66,8 @@ def test_spark_submit_settings_win_over_the_embedded_defaults(tmp_path):
     assert probe["partitions"] == "7"  # not the defaults file's 64
     assert probe["host"] == "localhost"  # not the embedded 127.0.0.1
     assert probe["app"] == "probe"
-    # Keys nobody set are filled from conf/spark-defaults.conf.
-    assert probe["snapshot_partitions"] == "8"
+    # Keys nobody set are filled from conf/spark-defaults.conf (Delta's own default is 50).
+    assert probe["snapshot_partitions"] == "1"
 
 
 def test_spark_submit_job_equals_semfin_command(tmp_path, shared_data):
