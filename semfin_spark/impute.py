@@ -39,8 +39,8 @@ from semfin_spark.delta import DeltaStore
 from semfin_spark.features import field_tokens, model_features
 from semfin_spark.schemas import MODEL_FIELDS, MODEL_PARENTS
 from semfin_spark.settings import FIELDS, Settings
-from semfin_spark.classifier import POOLED_CLASS, labels, score
-from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_vote, with_vote
+from semfin_spark.classifier import POOLED_CLASS, declared_labels, score
+from semfin_spark.neighbourhood import VOTE_COL, field_vote, lineage_pairs, neighbour_votes, with_vote
 from semfin_spark.registry import RegistryError, load_field_model, resolve_model
 
 _IMPUTED_COLUMNS = ("imputed_value", "imputed_confidence", "imputed_model",
@@ -139,8 +139,12 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                           + ": run `semfin train` first")
 
     features = model_features(store).persist(StorageLevel.MEMORY_AND_DISK)
-    cached: list[DataFrame] = [features]
-    pairs = lineage_pairs(store.read(MODEL_PARENTS))
+    # The relatives' vote of every field in one plan, from every declared value (a model
+    # imputed here declares none, so it is never its own evidence).
+    known = declared_labels(store.read(MODEL_FIELDS)).where(F.col("field").isin(*models))
+    votes = neighbour_votes(lineage_pairs(store.read(MODEL_PARENTS)), known) \
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    cached: list[DataFrame] = [features, votes]
     try:
         updates = []
         for name, (model_name, version, run_id) in models.items():
@@ -148,10 +152,8 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             outcome = FieldImputation(name, model_name, version, run_id, threshold)
             result.fields[name] = outcome
             rows = _candidates(store, name)
-            # The relatives' vote from every declared value (a model imputed here declares
-            # none, so it is never its own evidence); the hash covers it, so a relative's
-            # changed value rescores the model.
-            seen = with_vote(field_tokens(features, name), neighbour_vote(pairs, labels(store, name)))
+            # The hash covers the vote, so a relative's changed value rescores the model.
+            seen = with_vote(field_tokens(features, name), field_vote(votes, name))
             todo = rows.join(seen.withColumn("_hash", features_hash("tokens", VOTE_COL)), "model_id", "left")
             if not full:
                 todo = todo.where(F.col("features_hash").isNull()

@@ -74,15 +74,16 @@ def lineage_pairs(model_parents: DataFrame) -> DataFrame:
 
 
 def _majority(counts: DataFrame) -> DataFrame:
-    """``model_id, value, n`` -> per model the value with the largest ``n`` > 0 (ties: the
-    smallest value): ``model_id, vote``."""
-    rank = F.row_number().over(Window.partitionBy("model_id").orderBy(F.desc("n"), F.asc("value")))
+    """``model_id, field, value, n`` -> per model and field the value with the largest
+    ``n`` > 0 (ties: the smallest value): ``model_id, field, vote``."""
+    rank = F.row_number().over(Window.partitionBy("model_id", "field")
+                               .orderBy(F.desc("n"), F.asc("value")))
     return (counts.where(F.col("n") > 0).withColumn("_rank", rank).where("_rank = 1")
-            .select("model_id", F.col("value").alias("vote")))
+            .select("model_id", "field", F.col("value").alias("vote")))
 
 
 def neighbour_vote(pairs: DataFrame, known: DataFrame) -> DataFrame:
-    """The relatives' vote of every model that has one.
+    """The relatives' vote of every model that has one, for one field.
 
     Args:
         pairs: ``child, parent`` (:func:`lineage_pairs`).
@@ -97,21 +98,46 @@ def neighbour_vote(pairs: DataFrame, known: DataFrame) -> DataFrame:
         >>> sorted(map(tuple, neighbour_vote(pairs, known).collect()))  # doctest: +SKIP
         [('base', 'apache-2.0'), ('ft', 'mit'), ('q', 'mit')]
     """
-    value = known.select(F.col("model_id").alias("_id"), F.col("label").alias("value"))
-    up = pairs.join(value, pairs["parent"] == value["_id"]).select(F.col("child").alias("model_id"), "value")
-    down = pairs.join(value, pairs["child"] == value["_id"]).select(F.col("parent").alias("model_id"), "value")
-    near = _majority(up.unionByName(down).groupBy("model_id", "value").agg(F.count("*").alias("n")))
+    return (neighbour_votes(pairs, known.select("model_id", F.lit("").alias("field"), "label"))
+            .drop("field"))
+
+
+def neighbour_votes(pairs: DataFrame, known: DataFrame) -> DataFrame:
+    """:func:`neighbour_vote` of every field at once: one plan (one pass over the edges)
+    for the night, not one per field.
+
+    Args:
+        pairs: ``child, parent`` (:func:`lineage_pairs`).
+        known: ``model_id, field, label``: the values that may be read (one per model and
+            field).
+
+    Returns:
+        ``model_id``, ``field``, :data:`VOTE_COL`: one row per model and field with a vote.
+    """
+    value = known.select(F.col("model_id").alias("_id"), "field", F.col("label").alias("value"))
+    up = (pairs.join(value, pairs["parent"] == value["_id"])
+          .select(F.col("child").alias("model_id"), "field", "value"))
+    down = (pairs.join(value, pairs["child"] == value["_id"])
+            .select(F.col("parent").alias("model_id"), "field", "value"))
+    near = _majority(up.unionByName(down).groupBy("model_id", "field", "value")
+                     .agg(F.count("*").alias("n")))
     # Siblings: per parent its children's values, joined back to each child minus itself.
-    per_parent = down.groupBy(F.col("model_id").alias("parent"), "value").agg(F.count("*").alias("n"))
-    own = value.select(F.col("_id").alias("child"), F.col("value").alias("_own"))
+    per_parent = (down.groupBy(F.col("model_id").alias("parent"), "field", "value")
+                  .agg(F.count("*").alias("n")))
+    own = value.select(F.col("_id").alias("child"), "field", F.col("value").alias("_own"))
     siblings = _majority(
-        pairs.join(per_parent, "parent").join(own, "child", "left")
-        .select(F.col("child").alias("model_id"), "value",
+        pairs.join(per_parent, "parent").join(own, ["child", "field"], "left")
+        .select(F.col("child").alias("model_id"), "field", "value",
                 (F.col("n") - F.when(F.col("_own") == F.col("value"), 1).otherwise(0)).alias("n"))
-        .groupBy("model_id", "value").agg(F.sum("n").alias("n")))
+        .groupBy("model_id", "field", "value").agg(F.sum("n").alias("n")))
     return (near.withColumnRenamed("vote", "_near")
-            .join(siblings.withColumnRenamed("vote", "_siblings"), "model_id", "full_outer")
-            .select("model_id", F.coalesce("_near", "_siblings").alias(VOTE_COL)))
+            .join(siblings.withColumnRenamed("vote", "_siblings"), ["model_id", "field"], "full_outer")
+            .select("model_id", "field", F.coalesce("_near", "_siblings").alias(VOTE_COL)))
+
+
+def field_vote(votes: DataFrame, field: str) -> DataFrame:
+    """``model_id``, :data:`VOTE_COL`: one field's rows of :func:`neighbour_votes`."""
+    return votes.where(F.col("field") == field).select("model_id", VOTE_COL)
 
 
 def with_vote(df: DataFrame, votes: DataFrame) -> DataFrame:

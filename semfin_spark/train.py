@@ -211,18 +211,24 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         (:mod:`semfin_spark.neighbourhood`).
     """
     from semfin_spark.features import field_tokens, model_features
-    from semfin_spark.neighbourhood import lineage_pairs, neighbour_vote, with_vote
+    from semfin_spark.neighbourhood import field_vote, lineage_pairs, neighbour_votes, with_vote
 
     features = model_features(store).persist(StorageLevel.MEMORY_AND_DISK)
-    pairs = lineage_pairs(store.read(MODEL_PARENTS))
+    cached = [features]
+    votes = None
+    if settings.train.neighbour_vote:
+        # Every field's vote in one plan, computed once for all the fields.
+        known = (declared_labels(store.read(MODEL_FIELDS))
+                 .where(F.col("field").isin(*settings.train.fields)))
+        votes = neighbour_votes(lineage_pairs(store.read(MODEL_PARENTS)), known)
+        cached.append(votes.persist(StorageLevel.MEMORY_AND_DISK))
     fitted: dict[str, FieldModel] = {}
     skipped: dict[str, str] = {}
     try:
         for name in settings.train.fields:
-            known = labels(store, name)
-            data = field_tokens(features, name).join(known, "model_id")
-            if settings.train.neighbour_vote:
-                data = with_vote(data, neighbour_vote(pairs, known))
+            data = field_tokens(features, name).join(labels(store, name), "model_id")
+            if votes is not None:
+                data = with_vote(data, field_vote(votes, name))
             data = data.persist(StorageLevel.MEMORY_AND_DISK)
             try:
                 n = data.count()
@@ -240,5 +246,7 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             finally:
                 data.unpersist()
     finally:
-        features.unpersist()
+        # Dependents first: uncaching a frame makes Spark rebuild the frames cached on it.
+        for df in reversed(cached):
+            df.unpersist()
     return fitted, skipped

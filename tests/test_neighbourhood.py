@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from semfin_spark.neighbourhood import (
-    VOTE_COL, NeighbourVote, fit_vote, is_vote_stage, lineage_pairs, neighbour_vote,
+    VOTE_COL, NeighbourVote, field_vote, fit_vote, is_vote_stage, lineage_pairs, neighbour_vote,
+    neighbour_votes,
 )
 
 
@@ -51,6 +52,26 @@ def test_only_known_values_vote(spark):
     edges = [("child", "base"), ("other", "base")]
     assert _votes(spark, edges, [("other", "mit")]) == {"child": "mit", "base": "mit"}
     assert _votes(spark, edges, []) == {}
+
+
+def test_every_field_at_once_votes_as_each_field_alone(spark):
+    # One plan for the night: a model's value of one field never counts for another field,
+    # and a model's own value is left out of its siblings' count field by field.
+    import random
+
+    rng = random.Random(5)
+    ids = [f"m{i}" for i in range(60)]
+    edges = [(c, rng.choice(ids)) for c in ids for _ in range(rng.randint(0, 2))] + [("m1", "m1")]
+    known = [(m, f, rng.choice("abc")) for m in ids for f in ("license", "pipeline_tag")
+             if rng.random() < 0.6]
+    pairs = lineage_pairs(spark.createDataFrame(edges, "model_id string, parent_id string"))
+    values = spark.createDataFrame(known, "model_id string, field string, label string")
+    together = neighbour_votes(pairs, values)
+    assert together.count() > 40
+    for field in ("license", "pipeline_tag"):
+        alone = neighbour_vote(pairs, values.where(f"field = '{field}'").drop("field"))
+        assert sorted(map(tuple, field_vote(together, field).collect())) \
+            == sorted(map(tuple, alone.collect()))
 
 
 def test_the_threshold_needs_a_significant_gain():
