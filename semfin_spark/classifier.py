@@ -188,33 +188,13 @@ class Metrics:
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "coverage": self.coverage}
 
 
-def classification_metrics(scored: DataFrame, label_col: str = "label",
-                           prediction_col: str = PREDICTION_COL) -> Metrics:
-    """Accuracy, macro F1, coverage and the confusion matrix of ``scored``.
-
-    Args:
-        scored: one row per test model with its true label and prediction (null: none).
-        label_col, prediction_col: the two columns.
-
-    Returns:
-        :class:`Metrics`, figures rounded to 6 decimals.
+def metrics_from_confusion(cells: Mapping[tuple[str, str | None], int]) -> Metrics:
+    """:class:`Metrics` from ``{(true, predicted): count}`` (predicted None: no prediction).
 
     Examples:
-        >>> df = spark.createDataFrame([("a", "a"), ("a", None), ("b", "a")], "label string, prediction string")  # doctest: +SKIP
-        >>> classification_metrics(df).summary()  # doctest: +SKIP
+        >>> metrics_from_confusion({("a", "a"): 1, ("a", None): 1, ("b", "a"): 1}).summary()
         {'accuracy': 0.333333, 'macro_f1': 0.25, 'coverage': 0.666667}
-
-    Implementation details:
-        One aggregation on the executors; the driver receives one row per (true,
-        predicted) pair, as many as the confusion matrix has cells.
     """
-    cells = (scored.groupBy(F.col(label_col).alias("t"), F.col(prediction_col).alias("p"))
-             .count().collect())
-    return metrics_from_confusion({(r["t"], r["p"]): r["count"] for r in cells})
-
-
-def metrics_from_confusion(cells: Mapping[tuple[str, str | None], int]) -> Metrics:
-    """:class:`Metrics` from ``{(true, predicted): count}`` (predicted None: no prediction)."""
     n = sum(cells.values())
     if n == 0:
         return Metrics()
@@ -377,30 +357,52 @@ def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequen
             scored = to_label.transform(clf.transform(val_vec))
             if rule:
                 scored = rule.stage().transform(scored)
-            m = classification_metrics(scored.select("label", PREDICTION_COL))
-            metrics[family] = m
+            confusion, cells, log_loss = _validation_counts(scored, true_index, with_vote)
+            m = metrics[family] = metrics_from_confusion(confusion)
             if with_vote:
-                vote_cells[family] = _vote_cells(scored)
+                vote_cells[family] = cells
             validation[family] = {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "n": m.n,
-                                  "log_loss": _log_loss(scored, true_index)}
+                                  "log_loss": log_loss}
     finally:
         fit_vec.unpersist()
         val_vec.unpersist()
     return validation, metrics, vote_cells
 
 
-def _vote_cells(scored: DataFrame) -> dict[tuple[int, bool, bool, bool], int]:
-    """``{(confidence bin, has a vote, classifier right, vote right): models}`` of a scored
-    validation side (one aggregation; the driver gets at most 4 * BINS rows)."""
-    conf = confidence()
-    if RULE_CONFIDENCE_COL in scored.columns:
-        conf = F.coalesce(F.col(RULE_CONFIDENCE_COL), conf)
-    b = F.least(F.floor(F.coalesce(conf, F.lit(0.0)) * BINS), F.lit(BINS - 1)).cast("int")
-    rows = (scored.groupBy(b.alias("b"), F.col(VOTE_COL).isNotNull().alias("has"),
-                           F.coalesce(F.col(PREDICTION_COL) == F.col("label"), F.lit(False)).alias("clf"),
-                           F.coalesce(F.col(VOTE_COL) == F.col("label"), F.lit(False)).alias("vote"))
-            .count().collect())
-    return {(r["b"], r["has"], r["clf"], r["vote"]): r["count"] for r in rows}
+def _validation_counts(scored: DataFrame, true_index: Any, with_vote: bool,
+                       ) -> tuple[dict[tuple[str, str | None], int],
+                                  dict[tuple[int, bool, bool, bool], int], float]:
+    """What a family's validation needs, from one aggregation of its scored validation side
+    (the driver gets one row per confusion cell, confidence bin and vote outcome):
+
+    * the confusion cells ``{(true, predicted): models}`` (:func:`metrics_from_confusion`);
+    * with ``with_vote``, the vote's cells ``{(confidence bin, has a vote, classifier
+      right, vote right): models}`` (:func:`~semfin_spark.neighbourhood.fit_vote`), else
+      an empty dict;
+    * the mean log loss, -log p(true class) with p clipped at :data:`LOG_LOSS_FLOOR` (a
+      label the fit side never saw has p = 0); NaN without validation models.
+    """
+    p = F.element_at(vector_to_array("probability"), true_index.cast("int") + F.lit(1))
+    loss = -F.log(F.greatest(F.coalesce(p, F.lit(0.0)), F.lit(LOG_LOSS_FLOOR)))
+    keys = [F.col("label").alias("t"), F.col(PREDICTION_COL).alias("p")]
+    if with_vote:
+        conf = confidence()
+        if RULE_CONFIDENCE_COL in scored.columns:
+            conf = F.coalesce(F.col(RULE_CONFIDENCE_COL), conf)
+        keys += [F.least(F.floor(F.coalesce(conf, F.lit(0.0)) * BINS), F.lit(BINS - 1)).cast("int").alias("b"),
+                 F.col(VOTE_COL).isNotNull().alias("has"),
+                 F.coalesce(F.col(VOTE_COL) == F.col("label"), F.lit(False)).alias("vote")]
+    rows = scored.groupBy(*keys).agg(F.count("*").alias("n"), F.sum(loss).alias("loss")).collect()
+    confusion: dict[tuple[str, str | None], int] = {}
+    cells: dict[tuple[int, bool, bool, bool], int] = {}
+    for r in rows:
+        confusion[(r["t"], r["p"])] = confusion.get((r["t"], r["p"]), 0) + r["n"]
+        if with_vote:
+            key = (r["b"], r["has"], r["p"] is not None and r["p"] == r["t"], r["vote"])
+            cells[key] = cells.get(key, 0) + r["n"]
+    n = sum(r["n"] for r in rows)
+    log_loss = _r(sum(r["loss"] for r in rows) / n) if n else float("nan")
+    return confusion, cells, log_loss
 
 
 def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Settings, *,
@@ -505,15 +507,6 @@ def _sized(df: DataFrame, rows: int) -> DataFrame:
     overhead the cost of the fit. ``coalesce`` never adds partitions nor shuffles."""
     parallelism = df.sparkSession.sparkContext.defaultParallelism
     return df.coalesce(max(parallelism, math.ceil(rows / TRAIN_ROWS_PER_PARTITION)))
-
-
-def _log_loss(scored: DataFrame, true_index: Any) -> float:
-    """Mean -log p(true class) of a scored validation side (p clipped at LOG_LOSS_FLOOR;
-    a label the fit side never saw has p = 0)."""
-    p = F.element_at(vector_to_array("probability"), true_index.cast("int") + F.lit(1))
-    loss = -F.log(F.greatest(F.coalesce(p, F.lit(0.0)), F.lit(LOG_LOSS_FLOOR)))
-    value = scored.select(F.avg(loss)).first()[0]
-    return _r(value) if value is not None else float("nan")
 
 
 def score(model: FieldModel | PipelineModel, df: DataFrame) -> DataFrame:
