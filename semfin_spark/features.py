@@ -35,6 +35,10 @@ so a card token added later is dropped for its field without another change.
 encodes that field directly is removed before the field's classifier sees it (in training,
 evaluation and imputation alike, so the three see the same features).
 
+The bags are computed once per changed model, by flatten (:func:`token_bags` on the rows
+it just wrote), and kept in ``model_tokens``; train, evaluate and impute read that table
+(:func:`model_features`), not the four it is built from.
+
 Implementation details:
     Everything is Spark built-in functions: one token column per source table, a union,
     and one ``groupBy(model_id)`` with ``collect_set``. Nothing is collected; the executors
@@ -51,7 +55,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
-from semfin_spark.schemas import CONFIG_FEATURES, HUB_MODELS, MODEL_FIELDS, MODEL_FILES, MODEL_TAGS
+from semfin_spark.schemas import (
+    CONFIG_FEATURES, HUB_MODELS, MODEL_FIELDS, MODEL_FILES, MODEL_TAGS, MODEL_TOKENS,
+)
 from semfin_spark.settings import FIELDS
 
 MAX_VALUE_CHARS = 64
@@ -198,38 +204,56 @@ def _repo_tokens(hub: DataFrame) -> DataFrame:
 
 
 def model_features(store: DeltaStore) -> DataFrame:
-    """Every model of ``hub_models`` with its fingerprint tokens (all fields' features).
+    """Every flattened model with its fingerprint tokens (all fields' features).
 
     Args:
-        store: the warehouse; reads ``hub_models``, ``config_features``, ``model_tags``,
-            ``model_files`` and (for the model_type tag) ``model_fields``. A missing table
-            reads as empty, so a model can have author and name tokens only.
+        store: the warehouse; reads ``model_tokens``, which flatten keeps. A warehouse
+            flattened before that table existed is read the old way, from the tables it
+            is built from (:func:`token_bags`), until its next flatten writes it.
 
     Returns:
         ``model_id`` (string), ``tokens`` (array<string>, sorted, distinct): one row per
-        model of ``hub_models``. These tokens still include the leaking ones: use
-        :func:`field_tokens` before any classifier.
+        model of ``hub_models`` as of the last flatten. These tokens still include the
+        leaking ones: use :func:`field_tokens` before any classifier.
 
     Examples:
         >>> row = model_features(store).where("model_id = 'gpt2'").first()   # doctest: +SKIP
         >>> [t for t in row.tokens if t.startswith("config")][:3]           # doctest: +SKIP
         ['config:architectures=gpt2lmheadmodel', 'config:model_type=gpt2', 'config_key:architectures']
+    """
+    if store.exists(MODEL_TOKENS):
+        return store.read(MODEL_TOKENS).select("model_id", "tokens")
+    return token_bags(store.read(HUB_MODELS).select("id"), store.read(CONFIG_FEATURES),
+                      store.read(MODEL_TAGS), store.read(MODEL_FILES), store.read(MODEL_FIELDS))
+
+
+def token_bags(hub: DataFrame, config: DataFrame, tags: DataFrame, files: DataFrame,
+               fields: DataFrame) -> DataFrame:
+    """The token bag of every model of ``hub``, from its rows of the flatten tables.
+
+    Args:
+        hub: ``id``: the models (``hub_models`` rows).
+        config, tags, files, fields: their rows of ``config_features``, ``model_tags``,
+            ``model_files`` and ``model_fields`` (the declared ``model_type`` marks its tag).
+            Rows of other models are ignored.
+
+    Returns:
+        ``model_id``, ``tokens`` (sorted, distinct; empty when no source gave a token):
+        one row per model of ``hub``.
 
     Implementation details:
         One shuffle: the token rows of the four sources are unioned and grouped by
         ``model_id``. The driver only builds the plan.
     """
-    hub = store.read(HUB_MODELS).select("id")
-    model_types = (store.read(MODEL_FIELDS)
-                   .where((F.col("field") == "model_type") & F.col("declared_value").isNotNull())
+    model_types = (fields.where((F.col("field") == "model_type") & F.col("declared_value").isNotNull())
                    .select("model_id", F.lower(F.trim("declared_value")).alias("_model_type")))
     rows = (_repo_tokens(hub)
-            .unionByName(_config_tokens(store.read(CONFIG_FEATURES)))
-            .unionByName(_tag_tokens(store.read(MODEL_TAGS), model_types))
-            .unionByName(_file_tokens(store.read(MODEL_FILES))))
+            .unionByName(_config_tokens(config))
+            .unionByName(_tag_tokens(tags, model_types))
+            .unionByName(_file_tokens(files)))
     grouped = rows.groupBy("model_id").agg(F.array_sort(F.collect_set("token")).alias("tokens"))
-    # Start from hub_models: a model is there even if no source gave it a token, and tokens
-    # of rows whose model left hub_models are dropped.
+    # Start from hub: a model is there even if no source gave it a token, and tokens of
+    # rows whose model is not in hub are dropped.
     return (hub.select(F.col("id").alias("model_id"))
             .join(grouped, "model_id", "left")
             .select("model_id", F.coalesce("tokens", F.array().cast("array<string>")).alias("tokens")))

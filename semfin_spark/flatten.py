@@ -93,8 +93,9 @@ from pyspark.sql import types as T
 from semfin_spark.delta import DeltaStore
 from semfin_spark.schemas import (
     CONFIG_FEATURES, FLATTEN_REJECTS, FLATTEN_STATE, HUB_MODELS, MODEL_FIELDS, MODEL_FILES,
-    MODEL_PARENTS, MODEL_TAGS, Table,
+    MODEL_PARENTS, MODEL_TAGS, MODEL_TOKENS, Table,
 )
+from semfin_spark.features import token_bags
 from semfin_spark.settings import FlattenSettings, Settings
 
 ROW_COLUMNS = ("key", "key_path", "position", "value", "value_type", "value_num", "truncated")
@@ -761,6 +762,7 @@ class FlattenSummary:
         feature_rows: ``config_features`` rows written for the reprocessed models.
         rejects: ``flatten_rejects`` rows written.
         tags, files, fields, parents: rows written to the declared tables.
+        token_bags: ``model_tokens`` rows written (one per reprocessed model).
         rejects_by_reason: reject rows per reason, this run.
         versions: each table's Delta version after the run (unchanged when nothing was
             reprocessed).
@@ -776,6 +778,7 @@ class FlattenSummary:
     files: int = 0
     fields: int = 0
     parents: int = 0
+    token_bags: int = 0
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     versions: dict[str, int | None] = field(default_factory=dict)
 
@@ -783,11 +786,11 @@ class FlattenSummary:
         return (f"flatten: {self.models} models, {self.reprocessed} reprocessed, "
                 f"{self.unchanged} unchanged, {self.removed} removed; {self.feature_rows} "
                 f"feature rows, {self.rejects} rejects, {self.tags} tags, {self.files} files, "
-                f"{self.fields} fields, {self.parents} parents")
+                f"{self.fields} fields, {self.parents} parents, {self.token_bags} token bags")
 
 
 OUTPUT_TABLES: tuple[Table, ...] = (CONFIG_FEATURES, FLATTEN_REJECTS, MODEL_TAGS, MODEL_FILES,
-                                    MODEL_FIELDS, MODEL_PARENTS, FLATTEN_STATE)
+                                    MODEL_FIELDS, MODEL_PARENTS, MODEL_TOKENS, FLATTEN_STATE)
 """The tables flatten writes, in commit order: ``flatten_state`` last."""
 
 
@@ -903,6 +906,10 @@ def flatten(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                                    (MODEL_FIELDS, declared.model_fields, "fields"),
                                    (MODEL_PARENTS, declared.model_parents, "parents")):
             setattr(summary, attr, _replace(store, table, build(models), keys, summary, progress))
+        # The token bags of the reprocessed models, from the rows just written: train,
+        # evaluate and impute read this one table.
+        summary.token_bags = _replace(store, MODEL_TOKENS, _token_bags(store, models, todo, summary),
+                                      keys, summary, progress)
         done = todo.select("model_id", "change_key", now.alias("flattened_at"))
         _replace(store, FLATTEN_STATE, done, keys, summary, progress)
         progress(summary.summary())
@@ -931,6 +938,22 @@ def _to_reprocess(hub: DataFrame, todo: DataFrame, summary: FlattenSummary) -> D
     ids = todo.select(F.col("model_id").alias("id"))
     return hub.join(F.broadcast(ids) if summary.reprocessed <= BROADCAST_IDS else ids, "id",
                     "left_semi")
+
+
+def _token_bags(store: DeltaStore, models: DataFrame, todo: DataFrame,
+                summary: FlattenSummary) -> DataFrame:
+    """:func:`~semfin_spark.features.token_bags` of the models in ``todo`` (``models``: their
+    hub rows), from their rows of the flatten tables as just written."""
+    def mine(table: Table) -> DataFrame:
+        rows = store.read(table)
+        if summary.reprocessed == summary.models:
+            return rows
+        ids = todo.select("model_id")
+        return rows.join(F.broadcast(ids) if summary.reprocessed <= BROADCAST_IDS else ids,
+                         "model_id", "left_semi")
+
+    return token_bags(models.select("id"), mine(CONFIG_FEATURES), mine(MODEL_TAGS),
+                      mine(MODEL_FILES), mine(MODEL_FIELDS))
 
 
 def _cache(df: DataFrame, cached: list[DataFrame]) -> DataFrame:

@@ -201,6 +201,20 @@ MODEL_PARENTS = Table(
     "Declared lineage: one row per (child, parent); merges have several.",
 )
 
+MODEL_TOKENS = Table(
+    "model_tokens",
+    StructType([
+        _col("model_id", STR, "Hub repo id.", False),
+        _col("tokens", STRS,
+             "The model's fingerprint tokens (config keys and values, architectures, tags, "
+             "files, author and name words), sorted and distinct; leaking tokens included "
+             "(each field's classifier drops its own, see the leakage table).", False),
+    ]),
+    ("model_id",),
+    "What train, evaluate and impute read: one token bag per flattened model, written by "
+    "flatten for the models it reprocessed.",
+)
+
 LINEAGE_EDGES = Table(
     "lineage_edges",
     StructType([
@@ -315,7 +329,7 @@ TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         HUB_MODELS, INGEST_REJECTS, CONFIG_FEATURES, FLATTEN_REJECTS, FLATTEN_STATE, MODEL_TAGS,
-        MODEL_FILES, MODEL_FIELDS, MODEL_PARENTS, LINEAGE_EDGES, LINEAGE_COMPONENTS,
+        MODEL_FILES, MODEL_FIELDS, MODEL_PARENTS, MODEL_TOKENS, LINEAGE_EDGES, LINEAGE_COMPONENTS,
         LINEAGE_CHAINS, LICENSE_CONFLICTS, CRAWL_STATE, AIBOM_STATE, RUNS,
     )
 }

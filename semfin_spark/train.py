@@ -21,16 +21,14 @@ from pyspark.sql import functions as F
 from semfin_spark.classifier import FieldModel, declared_labels, fit_field, labels
 from semfin_spark.delta import DeltaStore, table_versions
 from semfin_spark.registry import TrainResult, log_training, newest_training, registered_result
-from semfin_spark.schemas import (
-    CONFIG_FEATURES, HUB_MODELS, MODEL_FIELDS, MODEL_FILES, MODEL_PARENTS, MODEL_TAGS,
-)
+from semfin_spark.schemas import MODEL_FIELDS, MODEL_PARENTS, MODEL_TOKENS
 from semfin_spark.settings import Settings
 
 
 SCHEDULE_SETTINGS = ("retrain_after_days", "retrain_label_change")
 """``train`` settings that say when to train, not how: not part of a training's fingerprint."""
 
-INPUT_TABLES = (HUB_MODELS, CONFIG_FEATURES, MODEL_TAGS, MODEL_FILES, MODEL_FIELDS, MODEL_PARENTS)
+INPUT_TABLES = (MODEL_TOKENS, MODEL_FIELDS, MODEL_PARENTS)
 """Tables a training reads; their Delta versions tag the MLflow run."""
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from semfin_spark.features import (
-    LEAKAGE_RULES, field_tokens, leakage_table, model_features,
+    LEAKAGE_RULES, field_tokens, leakage_table, token_bags,
 )
 from semfin_spark.schemas import CONFIG_FEATURES, HUB_MODELS, MODEL_FIELDS, MODEL_FILES, MODEL_TAGS
 from semfin_spark.settings import FIELDS
@@ -18,20 +18,10 @@ def _rows(table, rows):
     return [tuple(r.get(c) for c in table.columns) for r in rows]
 
 
-class TablesInMemory:
-    """What :func:`model_features` reads of a store, from in-memory DataFrames (the Delta
-    seam has its own tests; these are about tokens)."""
-
-    def __init__(self, spark, frames):
-        self.spark, self.frames = spark, frames
-
-    def read(self, table):
-        return self.frames.get(table.name) or self.spark.createDataFrame([], table.schema)
-
-
 @pytest.fixture(scope="module")
-def store(spark):
-    """Three hand-made models: one with everything, one bare, one legacy id."""
+def tables(spark):
+    """Three hand-made models (one with everything, one bare, one legacy id) as the flatten
+    tables token_bags reads."""
     hub = [{"id": "acme/Bert-Base-Finetuned-SST2"}, {"id": "solo/empty"}, {"id": "gpt2"}]
     config = [
         {"model_id": "acme/Bert-Base-Finetuned-SST2", "key": "architectures", "key_path": "architectures[0]",
@@ -77,15 +67,15 @@ def store(spark):
         {"model_id": "ghost/not-in-hub", "path": "x.bin", "extension": "bin", "kind": "weights"},
     ]
     fields = [{"model_id": "acme/Bert-Base-Finetuned-SST2", "field": "model_type", "declared_value": "bert"}]
-    return TablesInMemory(spark, {
-        table.name: spark.createDataFrame(_rows(table, rows), table.schema)
-        for table, rows in ((HUB_MODELS, hub), (CONFIG_FEATURES, config), (MODEL_TAGS, tags),
-                            (MODEL_FILES, files), (MODEL_FIELDS, fields))})
+    return [spark.createDataFrame(_rows(table, rows), table.schema)
+            for table, rows in ((HUB_MODELS, hub), (CONFIG_FEATURES, config), (MODEL_TAGS, tags),
+                                (MODEL_FILES, files), (MODEL_FIELDS, fields))]
 
 
 @pytest.fixture(scope="module")
-def features(store):
-    return model_features(store).localCheckpoint()
+def features(tables):
+    hub, config, tags, files, fields = tables
+    return token_bags(hub.select("id"), config, tags, files, fields).localCheckpoint()
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,11 @@ from semfin_spark.flatten import (
     FLATTENED_SCHEMA, OUTPUT_TABLES, TRUNCATION_MARKER, flatten, flatten_config,
     flatten_models,
 )
+from semfin_spark.features import token_bags
 from semfin_spark.ingest import ingest
 from semfin_spark.schemas import (
     CONFIG_FEATURES, FLATTEN_REJECTS, FLATTEN_STATE, HUB_MODELS, MODEL_FIELDS, MODEL_FILES,
-    MODEL_PARENTS, MODEL_TAGS,
+    MODEL_PARENTS, MODEL_TAGS, MODEL_TOKENS,
 )
 from semfin_spark.settings import FlattenSettings
 
@@ -388,6 +389,12 @@ def test_stage_end_to_end_on_a_real_snapshot_and_incremental_runs(spark, store, 
     for name in after:  # every other model's rows are untouched
         assert [r for r in after[name] if r[0] not in changed] == \
             [r for r in before[name] if r[0] not in changed], name
+    # The kept token bags, written model by model, are those of the whole tables.
+    whole = token_bags(store.read(HUB_MODELS).select("id"), store.read(CONFIG_FEATURES),
+                       store.read(MODEL_TAGS), store.read(MODEL_FILES), store.read(MODEL_FIELDS))
+    assert table_rows(store, MODEL_TOKENS) == sorted(tuple(r) for r in whole.collect())
+    assert len(after["model_tokens"]) == len(recs)
+    assert all("config:model_type=changed" in tokens for m, tokens in after["model_tokens"] if m in changed)
 
 
 def features_of(store, model_ids) -> set[tuple]:
