@@ -11,6 +11,7 @@ Usage:
     .venv/bin/python scripts/bench.py --warehouse W --stages sql,report  # analyst queries, report
     .venv/bin/python scripts/bench.py --warehouse W --stages aibom       # every model's BOM
     .venv/bin/python scripts/bench.py --warehouse W --stages aibom_nightly  # kept BOMs, twice
+    .venv/bin/python scripts/bench.py --models 20000 --stages nightly_changed  # full, then 1% changed
 
 The generated Hub is first written as a snapshot file (``--hub-dir``, kept for the next
 run, not timed) and ingested from it with ``snapshot:FILE``, so the ingest measures what a
@@ -249,6 +250,74 @@ def stage_aibom_nightly(spark, store, settings, args) -> dict[str, Any]:
             "unchanged_night_s": times[1]}
 
 
+def changed_snapshot(snapshot: str, out: Path, every: int) -> int:
+    """Write ``snapshot`` again with every ``every``-th model changed as a new commit would
+    change it: a new ``sha``, ``lastModified`` a day later, more downloads, and in its
+    ``config.json`` (when it has one) ``transformers_version`` set to ``4.99.0``. Returns
+    the number of models changed."""
+    import datetime as dt
+    import hashlib
+
+    import orjson
+
+    changed = 0
+    partial = out.with_suffix(".partial")
+    with open(snapshot, "rb") as src, open(partial, "wb") as dst:
+        for i, line in enumerate(src):
+            if i % every == every // 2:
+                record = orjson.loads(line)
+                record["sha"] = hashlib.sha1(f"{record['sha']}+1".encode()).hexdigest()
+                modified = dt.datetime.fromisoformat(record["lastModified"].replace("Z", "+00:00"))
+                record["lastModified"] = (modified + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+                record["downloads"] = (record.get("downloads") or 0) + 1
+                if record.get("config_json"):
+                    config = orjson.loads(record["config_json"])
+                    if isinstance(config, dict):
+                        config["transformers_version"] = "4.99.0"
+                        record["config_json"] = orjson.dumps(config).decode()
+                line = orjson.dumps(record) + b"\n"
+                changed += 1
+            dst.write(line)
+    partial.rename(out)
+    return changed
+
+
+def _night(settings, store, source: str) -> dict[str, Any]:
+    """One ``semfin nightly --source SOURCE`` in a process of its own (start-up included),
+    and each stage's seconds from the ``runs`` row it wrote."""
+    from pyspark.sql import functions as F
+
+    wall = _semfin(settings, "nightly", "--source", source)
+    if isinstance(wall, str):
+        raise RuntimeError(f"semfin nightly --source {source}: {wall}")
+    runs = store.read("runs")
+    last = runs.where("stage = 'nightly'").orderBy(F.desc("started_at")).first()["run_id"]
+    stages = {r["stage"]: round((r["ended_at"] - r["started_at"]).total_seconds(), 1)
+              for r in runs.where(F.col("run_id") == last).where("status = 'succeeded'").collect()}
+    say(f"nightly --source {source}: {wall} s; {stages}")
+    return {"wall_s": wall, "stages": stages}
+
+
+def stage_nightly_changed(spark, store, settings, args) -> dict[str, Any]:
+    """A full nightly on the generated Hub, then a second after ``--changed-pct`` of its
+    models changed (issue 10: at most 10% of the full one's time), each as ``semfin
+    nightly`` in a process of its own, as the scheduler runs it. Needs a fresh warehouse."""
+    if store.exists("hub_models"):
+        raise SystemExit("nightly_changed needs a fresh warehouse: run it alone, without --warehouse "
+                         "of an earlier run")
+    snapshot = Path(args.source.removeprefix("snapshot:"))
+    every = max(1, round(100 / args.changed_pct))
+    changed_file = snapshot.with_name(f"{snapshot.stem}-every{every}-changed.jsonl")
+    n_changed = changed_snapshot(str(snapshot), changed_file, every)
+    say(f"{n_changed} models changed (one in {every}) -> {changed_file}")
+    full = _night(settings, store, f"snapshot:{snapshot}")
+    second = _night(settings, store, f"snapshot:{changed_file}")
+    return {"items": n_changed, "unit": "changed", "full_s": full["wall_s"],
+            "changed_s": second["wall_s"],
+            "changed_share": round(second["wall_s"] / full["wall_s"], 3),
+            "full_stages_s": full["stages"], "changed_stages_s": second["stages"]}
+
+
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "ingest": stage_ingest,
     "flatten": stage_flatten,
@@ -260,6 +329,7 @@ STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "report": stage_report,
     "aibom": stage_aibom,
     "aibom_nightly": stage_aibom_nightly,
+    "nightly_changed": stage_nightly_changed,
 }
 
 
@@ -302,6 +372,8 @@ def main() -> int:
     parser.add_argument("--driver-memory", default="6g")
     parser.add_argument("--hub-dir", default="bench-results/hubs",
                         help="where generated snapshot files are kept between runs")
+    parser.add_argument("--changed-pct", type=float, default=1.0,
+                        help="nightly_changed: the share of models (in %%) changed before the second night")
     parser.add_argument("--peer", action="store_true",
                         help="also run the single-process peer (scripts/bench_peer.py) on the same Hub")
     args = parser.parse_args()
@@ -312,7 +384,8 @@ def main() -> int:
         parser.error(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
     warehouse = args.warehouse or tempfile.mkdtemp(prefix="semfin-bench-")
     settings = load_settings(overrides={"warehouse": warehouse})
-    snapshot = generated_hub(args, settings) if "ingest" in names or args.peer else None
+    needs_hub = {"ingest", "nightly_changed"} & set(names) or args.peer
+    snapshot = generated_hub(args, settings) if needs_hub else None
     args.source = f"snapshot:{snapshot}"
     spark = build_session(settings, app_name="semfin bench",
                           extra_conf={"spark.driver.memory": args.driver_memory})
