@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -167,10 +168,13 @@ class DeltaStore:
         changing a row: a stage that reuses work while its inputs are unchanged (train)
         compares these, not :meth:`version`.
         """
-        for entry in self.history(table):
-            if entry["operation"] not in _NO_DATA_CHANGE:
-                return entry["version"]
-        return None
+        last = self.last_data_commit(table)
+        return last["version"] if last else None
+
+    def last_data_commit(self, table: str | Table) -> dict[str, Any] | None:
+        """The newest commit that changed the table's rows, as :meth:`history` gives it
+        (with SemFin's metadata), or None (no table)."""
+        return next((e for e in self.history(table) if e["operation"] not in _NO_DATA_CHANGE), None)
 
     def history(self, table: str | Table, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits of the table, newest first, from the Delta log.
@@ -258,7 +262,7 @@ class DeltaStore:
 
     def replace_keys(self, table: Table, df: DataFrame, keys: DataFrame, *,
                      operation: str = "MERGE", metadata: dict[str, str] | None = None,
-                     read_version: int | None = None) -> WriteResult:
+                     read_version: int | None = None, skip_equal: bool = False) -> WriteResult:
         """Delete every row whose ``keys.columns`` values match a row of ``keys``, add ``df``.
 
         One ``MERGE`` commit. This is how a stage replaces all rows of the models it
@@ -273,6 +277,12 @@ class DeltaStore:
             read_version: the version ``df`` was computed from, if it was computed from
                 the table itself (``-1``: the table did not exist); a table that has
                 moved on since is a conflict.
+            skip_equal: leave alone the rows of ``df`` equal, column by column, to the
+                stored row of their key, and commit nothing when no row is added, changed
+                or deleted. For a stage that recomputes rows which mostly come out the
+                same (flatten of a model whose new commit changed one file): an unchanged
+                table keeps its version, and a downstream stage that compares versions
+                sees it unchanged. Costs one job that compares the keys' stored rows.
 
         Returns:
             The :class:`WriteResult`; ``version`` is None when there was nothing to do.
@@ -280,8 +290,6 @@ class DeltaStore:
         Raises:
             ConcurrentWriteError: another writer committed to the table meanwhile.
         """
-        from delta.tables import DeltaTable
-
         before = self.version(table)
         if read_version is not None and (-1 if before is None else before) != read_version:
             raise ConcurrentWriteError(
@@ -297,16 +305,33 @@ class DeltaStore:
         key_cols = list(keys.columns)
         keys = keys.dropDuplicates(key_cols)
         full_key = list(table.key)
-        current = self.read(table)
+        stored = self.read(table).join(keys, key_cols, "left_semi")
         # Rows of the replaced keys that df does not bring back are deleted by the MERGE:
         # they join it as delete markers.
-        doomed = (current.join(keys, key_cols, "left_semi").select(*full_key)
-                  .join(df.select(*full_key), full_key, "left_anti"))
+        doomed = stored.select(*full_key).join(df.select(*full_key), full_key, "left_anti")
+        if skip_equal:
+            df = _without_equal_rows(df, stored, table.columns)
         nulls = [F.lit(None).cast(f.dataType).alias(f.name)
                  for f in table.schema.fields if f.name not in full_key]
         source = (df.withColumn("_semfin_delete", F.lit(False))
                   .unionByName(doomed.select(*full_key, *nulls)
                                .withColumn("_semfin_delete", F.lit(True))))
+        if skip_equal:
+            source = source.persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                if not source.count():  # materialised whole: the caller's observations see every row
+                    log.info("%s: every row equal to the stored one; nothing committed", table.name)
+                    return WriteResult(table.name, None)
+                return self._merge(table, source, full_key, operation, metadata, before)
+            finally:
+                source.unpersist()
+        return self._merge(table, source, full_key, operation, metadata, before)
+
+    def _merge(self, table: Table, source: DataFrame, full_key: list[str], operation: str,
+               metadata: dict[str, str] | None, before: int) -> WriteResult:
+        """MERGE ``source`` (the table's columns and ``_semfin_delete``) on ``full_key``."""
+        from delta.tables import DeltaTable
+
         cond = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in full_key)
         assignments = {f"`{c}`": f"s.`{c}`" for c in table.columns}
         merge = (DeltaTable.forPath(self.spark, self.path(table)).alias("t")
@@ -487,6 +512,16 @@ class DeltaStore:
                     self.spark.conf.unset(_USER_METADATA_CONF)
                 else:
                     self.spark.conf.set(_USER_METADATA_CONF, previous)
+
+
+def _without_equal_rows(df: DataFrame, stored: DataFrame, columns: list[str]) -> DataFrame:
+    """``df``'s rows that differ from every row of ``stored`` in some column (nulls equal)."""
+    old = stored.select(*[F.col(f"`{c}`").alias(f"_stored_{i}") for i, c in enumerate(columns)])
+    same = None
+    for i, c in enumerate(columns):
+        cond = F.col(f"`{c}`").eqNullSafe(F.col(f"_stored_{i}"))
+        same = cond if same is None else same & cond
+    return df.join(old, same, "left_anti")
 
 
 def conform(df: DataFrame, table: Table) -> DataFrame:

@@ -90,6 +90,22 @@ def test_replace_keys_swaps_all_rows_of_a_model_in_one_commit(spark, store):
     assert rows_of(store) == [("a/x", "fr", "language", "fr", None), ("b/y", "de", "language", "de", None)]
 
 
+def test_replace_keys_skipping_equal_rows_writes_only_what_changed(spark, store):
+    store.overwrite(MODEL_TAGS, tags_df(spark, [
+        ("a/x", "mit", "license", "mit"), ("a/x", "en", "language", "en"),
+        ("b/y", "de", "language", "de")]).coalesce(1))
+    keys = spark.createDataFrame([("a/x",)], ["model_id"])
+    same = tags_df(spark, [("a/x", "en", "language", "en"), ("a/x", "mit", "license", "mit")])
+    assert store.replace_keys(MODEL_TAGS, same, keys, skip_equal=True).version is None
+    assert store.version(MODEL_TAGS) == 0
+    # One row changed, one gone, one kept: one commit, the same rows as without skip_equal.
+    changed = tags_df(spark, [("a/x", "en", "language", "EN")])
+    assert store.replace_keys(MODEL_TAGS, changed, keys, skip_equal=True).version == 1
+    assert rows_of(store) == [("a/x", "en", "language", "EN", None), ("b/y", "de", "language", "de", None)]
+    metrics = store.history(MODEL_TAGS, limit=1)[0]["operationMetrics"]
+    assert (metrics["numTargetRowsUpdated"], metrics["numTargetRowsDeleted"]) == ("1", "1")
+
+
 def test_first_keyed_write_creates_the_table(spark, store):
     result = store.upsert(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]),
                           operation="INGEST")
