@@ -92,7 +92,7 @@ from pyspark.sql import types as T
 
 from semfin_spark.delta import DeltaStore
 from semfin_spark.schemas import (
-    CONFIG_FEATURES, FLATTEN_REJECTS, FLATTEN_STATE, HUB_MODELS, MODEL_FIELDS, MODEL_FILES,
+    CONFIG_FEATURES, FLATTEN_REJECTS, FLATTEN_STATE, HUB_MODELS, IMPUTE_COLUMNS, MODEL_FIELDS, MODEL_FILES,
     MODEL_PARENTS, MODEL_TAGS, MODEL_TOKENS, Table,
 )
 from semfin_spark.features import token_bags
@@ -905,7 +905,10 @@ def flatten(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                                    (MODEL_FILES, declared.model_files, "files"),
                                    (MODEL_FIELDS, declared.model_fields, "fields"),
                                    (MODEL_PARENTS, declared.model_parents, "parents")):
-            setattr(summary, attr, _replace(store, table, build(models), keys, summary, progress))
+            rows = build(models)
+            if table is MODEL_FIELDS:
+                rows = _keeping_imputed(store, rows)
+            setattr(summary, attr, _replace(store, table, rows, keys, summary, progress))
         # The token bags of the reprocessed models, from the rows just written: train,
         # evaluate and impute read this one table.
         summary.token_bags = _replace(store, MODEL_TOKENS, _token_bags(store, models, todo, summary),
@@ -940,6 +943,34 @@ def _to_reprocess(hub: DataFrame, todo: DataFrame, summary: FlattenSummary) -> D
                     "left_semi")
 
 
+def _keeping_imputed(store: DeltaStore, rows: DataFrame) -> DataFrame:
+    """Flatten's ``model_fields`` rows (declared columns, impute's null) with impute's
+    columns of the stored row kept where nothing is declared.
+
+    Each column group has one writer: flatten the declared values, impute its own
+    (:data:`~semfin_spark.schemas.IMPUTE_COLUMNS`). A model reprocessed because of a new
+    commit keeps its imputed values; impute rescores it only if its features or its
+    relatives' vote changed (the kept ``features_hash`` says). A value now declared clears
+    the imputed one."""
+    if not store.exists(MODEL_FIELDS):
+        return rows
+    stored = store.read(MODEL_FIELDS).select(
+        "model_id", "field", *[F.col(c).alias(f"_kept_{c}") for c in IMPUTE_COLUMNS])
+    keep = F.col("declared_value").isNull()
+    imputed = F.when(keep, F.col("_kept_imputed_value"))
+    out = []
+    for c in MODEL_FIELDS.columns:
+        if c in IMPUTE_COLUMNS:
+            out.append(F.when(keep, F.col(f"_kept_{c}")).alias(c))
+        elif c == "value":
+            out.append(F.coalesce(F.col("declared_value"), imputed).alias(c))
+        elif c == "value_source":
+            out.append(F.when(~keep, F.lit("declared")).when(imputed.isNotNull(), F.lit("imputed")).alias(c))
+        else:
+            out.append(F.col(c))
+    return rows.join(stored, ["model_id", "field"], "left").select(*out)
+
+
 def _token_bags(store: DeltaStore, models: DataFrame, todo: DataFrame,
                 summary: FlattenSummary) -> DataFrame:
     """:func:`~semfin_spark.features.token_bags` of the models in ``todo`` (``models``: their
@@ -965,7 +996,12 @@ def _cache(df: DataFrame, cached: list[DataFrame]) -> DataFrame:
 def _replace(store: DeltaStore, table: Table, rows: DataFrame, keys: DataFrame,
              summary: FlattenSummary, progress: Callable[[str], None]) -> int:
     """Replace the rows of ``keys``' models in ``table`` by ``rows`` (one commit); returns
-    how many rows were written, counted while writing."""
+    how many rows the models have, counted while writing.
+
+    Rows equal to the stored ones are not rewritten, and a table none of whose rows
+    changed gets no commit (a model's new commit usually changes one or two of its
+    files, not its tags, parents and declared fields), so stages downstream that compare
+    versions see those tables unchanged. ``flatten_state`` always changes."""
     written = Observation()
     rows = rows.observe(written, F.count(F.lit(1)).alias("rows"))
     if summary.reprocessed == summary.models:
@@ -973,10 +1009,11 @@ def _replace(store: DeltaStore, table: Table, rows: DataFrame, keys: DataFrame,
         # which also drops rows of models gone from the Hub, in one cheap WRITE commit.
         result = store.overwrite(table, rows, operation="FLATTEN")
     else:
-        result = store.replace_keys(table, rows, keys, operation="FLATTEN")
+        result = store.replace_keys(table, rows, keys, operation="FLATTEN",
+                                    skip_equal=table is not FLATTEN_STATE)
     n_rows = int(written.get["rows"] or 0)
     version = result.version if result.version is not None else store.version(table)
     summary.versions[table.name] = version
-    progress(f"flatten: {table.name}: {n_rows} rows written for {summary.reprocessed} models "
-             f"(version {version})")
+    progress(f"flatten: {table.name}: {n_rows} rows for {summary.reprocessed} models "
+             f"({f'version {version}' if result.version is not None else f'unchanged, version {version}'})")
     return n_rows

@@ -37,15 +37,13 @@ from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
 from semfin_spark.features import field_tokens, model_features
-from semfin_spark.schemas import MODEL_FIELDS, MODEL_PARENTS
+from semfin_spark.schemas import IMPUTE_COLUMNS, MODEL_FIELDS, MODEL_PARENTS
 from semfin_spark.settings import FIELDS, Settings
 from semfin_spark.classifier import POOLED_CLASS, declared_labels, score
 from semfin_spark.neighbourhood import VOTE_COL, field_vote, lineage_pairs, neighbour_votes, with_vote
 from semfin_spark.registry import RegistryError, load_field_model, resolve_model
 
-_IMPUTED_COLUMNS = ("imputed_value", "imputed_confidence", "imputed_model",
-                    "imputed_model_version", "imputed_run_id", "imputed_at", "features_hash",
-                    "value", "value_source")
+_IMPUTED_COLUMNS = (*IMPUTE_COLUMNS, "value", "value_source")
 
 
 class ImputeError(RuntimeError):

@@ -189,6 +189,11 @@ MODEL_FIELDS = Table(
     "The five fields per model: declared, imputed, and the value downstream uses.",
 )
 
+IMPUTE_COLUMNS = ("imputed_value", "imputed_confidence", "imputed_model", "imputed_model_version",
+                  "imputed_run_id", "imputed_at", "features_hash")
+"""The ``model_fields`` columns impute writes. Flatten writes the declared ones and keeps
+these where nothing is declared; ``value`` and ``value_source`` follow from both."""
+
 MODEL_PARENTS = Table(
     "model_parents",
     StructType([

@@ -382,9 +382,12 @@ def test_stage_end_to_end_on_a_real_snapshot_and_incremental_runs(spark, store, 
     state = store.read(FLATTEN_STATE).where(F.col("model_id").isin(*changed)).collect()
     assert {r["change_key"].split(":")[0] for r in state} == {"new-sha"}
     after = {t.name: table_rows(store, t) for t in OUTPUT_TABLES}
-    for name in after:  # one commit where the changed models had or have rows, else none
-        touched = any(r[0] in changed for r in before[name] + after[name])
+    for name in after:  # one commit where the changed models' rows changed, else none
+        touched = [r for r in before[name] if r[0] in changed] != [r for r in after[name] if r[0] in changed]
         assert third.versions[name] == versions[name] + touched, name
+    # A new config touches the features, the declared model_type, the token bags and the
+    # state, not the tags, files or parents.
+    assert third.versions["model_tags"] == versions["model_tags"]
     assert third.versions["config_features"] == versions["config_features"] + 1
     for name in after:  # every other model's rows are untouched
         assert [r for r in after[name] if r[0] not in changed] == \
@@ -518,3 +521,32 @@ def test_a_lost_output_table_is_rebuilt(spark, store, settings, tmp_path):
     assert flatten(spark, store, settings, progress=lines.append).reprocessed == len(MIXED)
     assert any("model_tags missing" in line for line in lines)
     assert table_rows(store, MODEL_TAGS) == before
+
+
+def test_flatten_keeps_what_impute_wrote_unless_a_value_is_now_declared(spark, store):
+    """model_fields has one writer per column group: flatten's rows carry the stored
+    imputed columns where nothing is declared, and clear them where a value now is."""
+    from semfin_spark.flatten import _keeping_imputed
+
+    def fields(rows):
+        return spark.createDataFrame([tuple(r.get(c) for c in MODEL_FIELDS.columns) for r in rows],
+                                     MODEL_FIELDS.schema)
+
+    imputed = {"imputed_value": "mit", "imputed_confidence": 0.97, "imputed_model": "semfin-license",
+               "imputed_model_version": "1", "features_hash": "h", "value": "mit",
+               "value_source": "imputed"}
+    store.overwrite(MODEL_FIELDS, fields([
+        {"model_id": "a/still-missing", "field": "license", "sha": "old", **imputed},
+        {"model_id": "a/now-declared", "field": "license", "sha": "old", **imputed}]))
+    flattened = fields([
+        {"model_id": "a/still-missing", "field": "license", "sha": "new"},
+        {"model_id": "a/now-declared", "field": "license", "sha": "new", "declared_value": "apache-2.0",
+         "declared_source": "card_data", "value": "apache-2.0", "value_source": "declared"},
+        {"model_id": "a/new", "field": "license", "sha": "new"}])
+    got = {r["model_id"]: r.asDict() for r in _keeping_imputed(store, flattened).collect()}
+    assert {k: got["a/still-missing"][k] for k in imputed} == imputed
+    assert got["a/still-missing"]["sha"] == "new"
+    declared = got["a/now-declared"]
+    assert (declared["value"], declared["value_source"]) == ("apache-2.0", "declared")
+    assert all(declared[k] is None for k in imputed if k not in ("value", "value_source"))
+    assert all(got["a/new"][k] is None for k in imputed)

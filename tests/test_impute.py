@@ -173,3 +173,35 @@ def test_the_schedule_keeps_a_recent_training_until_the_labels_move(spark, hub, 
     assert standing is None and "days old" in why
     lenient = young.replace(train=dataclasses.replace(young.train, retrain_after_days=7))
     assert _standing_training(store, lenient, 0)[0].run_id == trained.run_id
+
+
+def test_a_new_commit_keeps_its_imputed_values_and_is_not_rescored(spark, hub, tmp_path):
+    """Flatten reprocesses a model whose sha changed but leaves impute's columns to
+    impute; with the same features and vote, impute has nothing to rescore."""
+    import shutil
+
+    from semfin_spark.flatten import flatten
+    from semfin_spark.schemas import HUB_MODELS
+
+    _, settings, _, _, _, _ = hub
+    shutil.copytree(settings.warehouse, tmp_path / "wh")
+    copy = settings.replace(warehouse=str(tmp_path / "wh"))
+    store = DeltaStore.from_settings(spark, copy)
+    ids = [r[0] for r in store.read(MODEL_FIELDS).where("imputed_value IS NOT NULL")
+           .select("model_id").distinct().orderBy("model_id").limit(3).collect()]
+
+    def rows():
+        return sorted(tuple(v for k, v in r.asDict().items() if k != "sha") for r in
+                      store.read(MODEL_FIELDS).where(F.col("model_id").isin(*ids)).collect())
+
+    before = rows()
+    hub_rows = store.read(HUB_MODELS)
+    store.overwrite(HUB_MODELS, hub_rows.withColumn(
+        "sha", F.when(F.col("id").isin(*ids), F.lit("new-sha")).otherwise(F.col("sha"))).localCheckpoint())
+    assert flatten(spark, store, copy, progress=quiet).reprocessed == len(ids) == 3
+    assert rows() == before
+    assert {r[0] for r in store.read(MODEL_FIELDS).where(F.col("model_id").isin(*ids))
+            .select("sha").collect()} == {"new-sha"}
+    again = impute(spark, store, copy, progress=quiet)
+    assert again.fields and all(f.scored == 0 for f in again.fields.values())
+    assert again.table_version is None
