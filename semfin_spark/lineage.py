@@ -92,8 +92,12 @@ def node_licenses(store: DeltaStore) -> DataFrame:
                     F.coalesce("declared_value", "imputed_value").alias("license_with_imputed")))
 
 
+OUTPUT_TABLES = (LINEAGE_EDGES, LINEAGE_COMPONENTS, LINEAGE_CHAINS, LICENSE_CONFLICTS)
+
+
 def run_lineage(spark: SparkSession, store: DeltaStore, settings: Settings, *,
-                progress: Callable[[str], None] = print) -> dict[str, Any]:
+                progress: Callable[[str], None] = print,
+                last_report: str | None = None) -> dict[str, Any]:
     """Rebuild the lineage tables and return the report (see the module docstring).
 
     Args:
@@ -102,37 +106,104 @@ def run_lineage(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             (run ``semfin flatten`` first).
         settings: ``lineage.*`` limits and the licence rules file.
         progress: where progress lines go.
+        last_report: the report file an earlier run wrote (the nightly's). When it was
+            built from the same inputs as now and the four tables still hold what that
+            run wrote, nothing is rebuilt and that report is returned (``unchanged``).
 
     Returns:
         The report: a JSON-ready dict with ``components``, ``largest_component``,
         ``isolated_models``, ``self_loops``, ``cycles``, ``chains``, ``reuse_patterns``,
-        ``license_chains``, ``incompatible_share`` and the Delta versions written.
+        ``license_chains``, ``incompatible_share``, the Delta versions written and
+        ``inputs``, the fingerprint of what it was built from (:func:`inputs_fingerprint`).
+
+    Implementation details:
+        Each of the four tables' commits carries the fingerprint in its metadata, so a
+        run killed between two of them leaves tables whose fingerprints differ, and the
+        next run rebuilds them all.
     """
     from semfin_spark.licenses import load_license_rules
 
-    rules = load_license_rules(settings.conf_file(settings.lineage.licenses_file))
+    rules_file = settings.conf_file(settings.lineage.licenses_file)
+    rules = load_license_rules(rules_file)
     edges, loops = build_edges(store)
     edges = edges.persist(StorageLevel.MEMORY_AND_DISK)
-    n_loops = loops.count()
-    n_edges = edges.count()
-    progress(f"lineage: {n_edges} edges, {n_loops} self-loops dropped")
-    store.overwrite(LINEAGE_EDGES, edges, operation="LINEAGE")
-
-    report: dict[str, Any] = {"edges": n_edges, "self_loops": n_loops}
-    figures, components = _components(spark, store, edges, settings, progress)
-    report.update(figures)
-    report["cycles"] = _cycles(spark, edges, components)
     licences = node_licenses(store).persist(StorageLevel.MEMORY_AND_DISK)
-    report.update(_chains(spark, store, edges, licences, components, settings, progress))
-    report.update(_conflicts(spark, store, edges, licences, rules, progress))
-    report["table_versions"] = {t.name: store.version(t) for t in (
-        LINEAGE_EDGES, LINEAGE_COMPONENTS, LINEAGE_CHAINS, LICENSE_CONFLICTS)}
-    edges.unpersist()
-    licences.unpersist()
-    return report
+    try:
+        inputs = inputs_fingerprint(store, edges, loops, licences, settings, rules_file)
+        standing = _standing_report(store, inputs, last_report)
+        if standing is not None:
+            progress(f"lineage: edges, licences and settings unchanged since the report of "
+                     f"{last_report}; its tables stand")
+            return standing
+        metadata = {"inputs": inputs}
+        n_loops = loops.count()
+        n_edges = edges.count()
+        progress(f"lineage: {n_edges} edges, {n_loops} self-loops dropped")
+        store.overwrite(LINEAGE_EDGES, edges, operation="LINEAGE", metadata=metadata)
+
+        report: dict[str, Any] = {"edges": n_edges, "self_loops": n_loops}
+        figures, components = _components(spark, store, edges, settings, metadata, progress)
+        report.update(figures)
+        report["cycles"] = _cycles(spark, edges, components)
+        report.update(_chains(spark, store, edges, licences, components, settings, metadata,
+                              progress))
+        report.update(_conflicts(spark, store, edges, licences, rules, metadata, progress))
+        report["table_versions"] = {t.name: store.version(t) for t in OUTPUT_TABLES}
+        report["inputs"] = inputs
+        return report
+    finally:
+        edges.unpersist()
+        licences.unpersist()
+
+
+def inputs_fingerprint(store: DeltaStore, edges: DataFrame, loops: DataFrame,
+                       licences: DataFrame, settings: Settings, rules_file: Any) -> str:
+    """A digest of everything the lineage tables are built from: the edges with their
+    relations, the self-loops, every model's licences, the Hub's model ids (isolated
+    models are components too), the ``lineage`` and ``graph`` settings and the licence
+    rules file. One Spark job: an order-free sum of row hashes."""
+    import dataclasses
+    import hashlib
+    from pathlib import Path
+
+    def hashed(tag: str, frame: DataFrame) -> DataFrame:
+        row = F.xxhash64(F.lit(tag), *[F.col(c) for c in frame.columns])
+        return frame.select(row.cast("decimal(38,0)").alias("h"))
+
+    rows = (hashed("edge", edges).unionByName(hashed("loop", loops))
+            .unionByName(hashed("licence", licences))
+            .unionByName(hashed("model", store.read(HUB_MODELS).select("id"))))
+    total = rows.agg(F.count("*").alias("n"), F.sum("h").alias("sum")).first()
+    digest = hashlib.sha256()
+    digest.update(json.dumps([dataclasses.asdict(settings.lineage), dataclasses.asdict(settings.graph)],
+                             sort_keys=True).encode())
+    digest.update(Path(rules_file).read_bytes())
+    digest.update(f"{total['n']}:{total['sum']}".encode())
+    return digest.hexdigest()
+
+
+def _standing_report(store: DeltaStore, inputs: str, last_report: str | None) -> dict[str, Any] | None:
+    """The report at ``last_report`` when it and every lineage table's last data commit
+    were built from ``inputs`` and the tables hold the versions it names; else None."""
+    if not last_report or "://" in last_report:
+        return None
+    try:
+        with open(last_report, encoding="utf-8") as fh:
+            report = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or report.get("inputs") != inputs:
+        return None
+    for table in OUTPUT_TABLES:
+        last = store.last_data_commit(table)
+        if last is None or last.get("inputs") != inputs \
+                or report.get("table_versions", {}).get(table.name) != last["version"]:
+            return None
+    return {**report, "unchanged": True}
 
 
 def _components(spark: SparkSession, store: DeltaStore, edges: DataFrame, settings: Settings,
+                metadata: dict[str, str],
                 progress: Callable[[str], None]) -> tuple[dict[str, Any], DataFrame]:
     models = store.read(HUB_MODELS).select("id")
     external = edges.where("parent_external").select(F.col("parent").alias("id")).distinct()
@@ -146,7 +217,7 @@ def _components(spark: SparkSession, store: DeltaStore, edges: DataFrame, settin
              .join(external.withColumn("external", F.lit(True)), "id", "left")
              .select(F.col("id").alias("model_id"), F.col("component").alias("component_id"),
                      "component_size", F.coalesce("external", F.lit(False)).alias("external")))
-    store.overwrite(LINEAGE_COMPONENTS, table, operation="LINEAGE")
+    store.overwrite(LINEAGE_COMPONENTS, table, operation="LINEAGE", metadata=metadata)
     stored = store.read(LINEAGE_COMPONENTS)
     figures = (stored.where("component_size > 1").groupBy("component_id")
                .agg(F.max("component_size").alias("size"))
@@ -166,7 +237,7 @@ def _cycles(spark: SparkSession, edges: DataFrame, components: DataFrame) -> dic
 
 
 def _chains(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: DataFrame,
-            components: DataFrame, settings: Settings,
+            components: DataFrame, settings: Settings, metadata: dict[str, str],
             progress: Callable[[str], None]) -> dict[str, Any]:
     limits = settings.lineage
     child_lic = licences.select(F.col("id").alias("child"),
@@ -198,7 +269,7 @@ def _chains(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: 
             _pattern(lic_values).alias("license_pattern"),
             "truncated"))
     table = variants[0].unionByName(variants[1])
-    store.overwrite(LINEAGE_CHAINS, table, operation="LINEAGE")
+    store.overwrite(LINEAGE_CHAINS, table, operation="LINEAGE", metadata=metadata)
     stored = store.read(LINEAGE_CHAINS)
     stats = {r["variant"]: r for r in stored.groupBy("variant").agg(
         F.count("*").alias("paths"),
@@ -235,7 +306,8 @@ def _pct_gain(before: int, after: int) -> float | None:
 
 
 def _conflicts(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: DataFrame,
-               rules: Any, progress: Callable[[str], None]) -> dict[str, Any]:
+               rules: Any, metadata: dict[str, str],
+               progress: Callable[[str], None]) -> dict[str, Any]:
     child = licences.select(F.col("id").alias("child"), F.col("license_declared").alias("child_d"),
                             F.col("license_with_imputed").alias("child_i"))
     parent = licences.select(F.col("id").alias("parent"), F.col("license_declared").alias("parent_d"),
@@ -257,7 +329,7 @@ def _conflicts(spark: SparkSession, store: DeltaStore, edges: DataFrame, licence
         per_variant.append(rows)
     all_edges = per_variant[0].unionByName(per_variant[1])
     conflicts = all_edges.where(F.col("verdict") == "conflict")
-    store.overwrite(LICENSE_CONFLICTS, conflicts, operation="LINEAGE")
+    store.overwrite(LICENSE_CONFLICTS, conflicts, operation="LINEAGE", metadata=metadata)
     stored = store.read(LICENSE_CONFLICTS)
     chains = store.read(LINEAGE_CHAINS).where("license_pattern IS NOT NULL")
     edge_conflicts = stored.select("variant", "child", "parent").distinct()

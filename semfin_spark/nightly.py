@@ -61,10 +61,12 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
         the stages it finished are skipped. Each stage commits its own tables and is
         incremental or idempotent, so a refresh killed at any point is finished by
         running it again: ingest and flatten rewrite
-        only changed models, train reuses the last run when its inputs are unchanged
+        only changed models (a table none of whose rows changed keeps its version),
+        train reuses the last run when its inputs are unchanged
         (:func:`~semfin_spark.train.train`), impute rescores only changed rows, lineage
-        rebuilds its tables from the others. With nothing new, a second run adds no
-        version to any table but the lineage ones, and registers no model.
+        rebuilds its tables from the others unless its inputs are those of the last
+        report (:func:`~semfin_spark.lineage.run_lineage`). With nothing new, a second run
+        adds no version to any table, and registers no model.
     """
     from semfin_spark.flatten import flatten
     from semfin_spark.impute import impute
@@ -104,14 +106,14 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
                    for name, f in imputed.fields.items()}}
 
     def do_lineage() -> dict[str, Any]:
-        report = run_lineage(spark, store, settings, progress=progress)
         path = report_path or os.path.join(settings.warehouse, "reports", "lineage.json")
+        report = run_lineage(spark, store, settings, progress=progress, last_report=path)
         if "://" not in path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         write_report(report, path)
         figures = {k: report[k] for k in ("components", "largest_component", "isolated_models",
                                           "self_loops", "chains", "license_chains",
-                                          "incompatible_share") if k in report}
+                                          "incompatible_share", "unchanged") if k in report}
         return {**figures, "report": path}
 
     def do_aibom() -> dict[str, Any]:

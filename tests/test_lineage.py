@@ -159,3 +159,45 @@ def test_cycles_and_self_loops_terminate(spark, settings):
     assert report["self_loops"] == 1
     assert report["cycles"]["count"] == 1 and report["cycles"]["nodes_on_cycles"] == 3
     assert report["components"] == 1 and report["isolated_models"] == 1
+
+
+def test_unchanged_inputs_keep_the_tables_and_the_report(spark, settings, tmp_path):
+    """A night whose edges, licences and settings are those of the last report rebuilds
+    nothing; a changed licence, or tables a killed run left half-written, rebuild all."""
+    import json
+
+    from semfin_spark.lineage import write_report
+
+    store = DeltaStore.from_settings(spark, settings)
+    write_rows(spark, store, HUB_MODELS, [{"id": n} for n in ("a", "b", "c")])
+    write_rows(spark, store, MODEL_PARENTS, [{"model_id": "b", "parent_id": "a", "relation": "finetune"},
+                                             {"model_id": "c", "parent_id": "b"}])
+    fields = [{"model_id": "a", "field": "license", "declared_value": "cc-by-nc-4.0"},
+              {"model_id": "b", "field": "license", "declared_value": "mit"}]
+    write_rows(spark, store, MODEL_FIELDS, fields)
+    path = str(tmp_path / "lineage.json")
+    first = run_lineage(spark, store, settings, progress=quiet, last_report=path)
+    assert "unchanged" not in first and first["license_conflicts"]["declared"] == 1
+    write_report(first, path)
+    versions = {t: store.version(t) for t in (LINEAGE_EDGES, LINEAGE_CHAINS, LICENSE_CONFLICTS)}
+    again = run_lineage(spark, store, settings, progress=quiet, last_report=path)
+    assert again["unchanged"] and again["license_conflicts"] == first["license_conflicts"]
+    assert {t: store.version(t) for t in versions} == versions
+    # Compaction commits no data: the tables still stand.
+    store.optimize(LINEAGE_CHAINS)
+    assert run_lineage(spark, store, settings, progress=quiet, last_report=path)["unchanged"]
+
+    # A run killed after its first table: that table's fingerprint is not the report's.
+    store.overwrite(LINEAGE_EDGES, store.read(LINEAGE_EDGES).localCheckpoint(), operation="LINEAGE",
+                    metadata={"inputs": "of a killed run"})
+    rebuilt = run_lineage(spark, store, settings, progress=quiet, last_report=path)
+    assert "unchanged" not in rebuilt and rebuilt["inputs"] == first["inputs"]
+    write_report(rebuilt, path)
+
+    # c's licence becomes known: the same edges, other inputs.
+    write_rows(spark, store, MODEL_FIELDS, fields + [
+        {"model_id": "c", "field": "license", "declared_value": "apache-2.0"}])
+    changed = run_lineage(spark, store, settings, progress=quiet, last_report=path)
+    assert "unchanged" not in changed and changed["inputs"] != first["inputs"]
+    assert changed["license_chains"]["declared"] == first["license_chains"]["declared"] + 1
+    assert json.loads(open(path).read())["inputs"] == first["inputs"]

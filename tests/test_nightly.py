@@ -79,6 +79,10 @@ def test_second_run_converges_without_duplicates(spark, nightly_run):
     assert again.tables["aibom_state"]["version"] == versions["aibom_state"]
     for name in ("hub_models", "model_fields", "config_features", "lineage_chains"):
         assert again.tables[name]["rows"] == store.read(name).distinct().count()
+    # Lineage's inputs are those of the first night's report: its tables stand.
+    assert again.stages["lineage"]["unchanged"]
+    for name in ("lineage_edges", "lineage_components", "lineage_chains", "license_conflicts"):
+        assert again.tables[name]["version"] == versions[name]
     # The report compares with the state the second night started from: nothing changed.
     changes = json.loads(Path(again.report["json"]).read_text())["changes"]
     assert [changes[k]["count"] for k in ("new_models", "new_conflicts", "resolved_conflicts",
