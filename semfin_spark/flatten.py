@@ -907,7 +907,7 @@ def flatten(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                                    (MODEL_PARENTS, declared.model_parents, "parents")):
             rows = build(models)
             if table is MODEL_FIELDS:
-                rows = _keeping_imputed(store, rows)
+                rows = _keeping_imputed(store, rows, todo, summary)
             setattr(summary, attr, _replace(store, table, rows, keys, summary, progress))
         # The token bags of the reprocessed models, from the rows just written: train,
         # evaluate and impute read this one table.
@@ -943,7 +943,8 @@ def _to_reprocess(hub: DataFrame, todo: DataFrame, summary: FlattenSummary) -> D
                     "left_semi")
 
 
-def _keeping_imputed(store: DeltaStore, rows: DataFrame) -> DataFrame:
+def _keeping_imputed(store: DeltaStore, rows: DataFrame, todo: DataFrame | None = None,
+                     summary: FlattenSummary | None = None) -> DataFrame:
     """Flatten's ``model_fields`` rows (declared columns, impute's null) with impute's
     columns of the stored row kept where nothing is declared.
 
@@ -951,10 +952,14 @@ def _keeping_imputed(store: DeltaStore, rows: DataFrame) -> DataFrame:
     (:data:`~semfin_spark.schemas.IMPUTE_COLUMNS`). A model reprocessed because of a new
     commit keeps its imputed values; impute rescores it only if its features or its
     relatives' vote changed (the kept ``features_hash`` says). A value now declared clears
-    the imputed one."""
+    the imputed one. ``todo`` and ``summary``: the reprocessed models, whose stored rows
+    alone are read (all of them when every model is reprocessed or none is given)."""
     if not store.exists(MODEL_FIELDS):
         return rows
-    stored = store.read(MODEL_FIELDS).select(
+    stored = store.read(MODEL_FIELDS)
+    if todo is not None and summary is not None:
+        stored = _of_reprocessed(stored, todo, summary)
+    stored = stored.select(
         "model_id", "field", *[F.col(c).alias(f"_kept_{c}") for c in IMPUTE_COLUMNS])
     keep = F.col("declared_value").isNull()
     imputed = F.when(keep, F.col("_kept_imputed_value"))
@@ -976,21 +981,33 @@ def _token_bags(store: DeltaStore, models: DataFrame, todo: DataFrame,
     """:func:`~semfin_spark.features.token_bags` of the models in ``todo`` (``models``: their
     hub rows), from their rows of the flatten tables as just written."""
     def mine(table: Table) -> DataFrame:
-        rows = store.read(table)
-        if summary.reprocessed == summary.models:
-            return rows
-        ids = todo.select("model_id")
-        return rows.join(F.broadcast(ids) if summary.reprocessed <= BROADCAST_IDS else ids,
-                         "model_id", "left_semi")
+        return _of_reprocessed(store.read(table), todo, summary)
 
     return token_bags(models.select("id"), mine(CONFIG_FEATURES), mine(MODEL_TAGS),
                       mine(MODEL_FILES), mine(MODEL_FIELDS))
+
+
+def _of_reprocessed(rows: DataFrame, todo: DataFrame, summary: FlattenSummary) -> DataFrame:
+    """``rows`` of the models in ``todo`` (all of them when every model is reprocessed),
+    their ids broadcast up to :data:`BROADCAST_IDS`."""
+    if summary.reprocessed == summary.models:
+        return rows
+    ids = todo.select("model_id")
+    return rows.join(F.broadcast(ids) if summary.reprocessed <= BROADCAST_IDS else ids,
+                     "model_id", "left_semi")
 
 
 def _cache(df: DataFrame, cached: list[DataFrame]) -> DataFrame:
     df = df.persist(StorageLevel.MEMORY_AND_DISK)
     cached.append(df)
     return df
+
+
+_CHANGE_WITH_THE_COMMIT = (CONFIG_FEATURES, MODEL_FIELDS, FLATTEN_STATE)
+"""Tables whose rows carry the model's ``sha`` or change key: a reprocessed model's rows
+differ from the stored ones, so comparing them first would be wasted work
+(``flatten_rejects`` carries the sha too, but is compared: it is mostly empty, and then
+no MERGE runs at all)."""
 
 
 def _replace(store: DeltaStore, table: Table, rows: DataFrame, keys: DataFrame,
@@ -1001,7 +1018,8 @@ def _replace(store: DeltaStore, table: Table, rows: DataFrame, keys: DataFrame,
     Rows equal to the stored ones are not rewritten, and a table none of whose rows
     changed gets no commit (a model's new commit usually changes one or two of its
     files, not its tags, parents and declared fields), so stages downstream that compare
-    versions see those tables unchanged. ``flatten_state`` always changes."""
+    versions see those tables unchanged. The tables of :data:`_CHANGE_WITH_THE_COMMIT`
+    are not compared: their rows carry the commit, so they always differ."""
     written = Observation()
     rows = rows.observe(written, F.count(F.lit(1)).alias("rows"))
     if summary.reprocessed == summary.models:
@@ -1010,7 +1028,7 @@ def _replace(store: DeltaStore, table: Table, rows: DataFrame, keys: DataFrame,
         result = store.overwrite(table, rows, operation="FLATTEN")
     else:
         result = store.replace_keys(table, rows, keys, operation="FLATTEN",
-                                    skip_equal=table is not FLATTEN_STATE)
+                                    skip_equal=table not in _CHANGE_WITH_THE_COMMIT)
     n_rows = int(written.get["rows"] or 0)
     version = result.version if result.version is not None else store.version(table)
     summary.versions[table.name] = version
