@@ -1032,6 +1032,7 @@ def _replace(store: DeltaStore, table: Table, rows: DataFrame, keys: DataFrame,
     n_rows = int(written.get["rows"] or 0)
     version = result.version if result.version is not None else store.version(table)
     summary.versions[table.name] = version
+    state = "" if result.version is not None else "unchanged, "
     progress(f"flatten: {table.name}: {n_rows} rows for {summary.reprocessed} models "
-             f"({f'version {version}' if result.version is not None else f'unchanged, version {version}'})")
+             f"({state}version {version})")
     return n_rows

@@ -66,7 +66,7 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
         (:func:`~semfin_spark.train.train`), impute rescores only changed rows, lineage
         rebuilds its tables from the others unless its inputs are those of the last
         report (:func:`~semfin_spark.lineage.run_lineage`). With nothing new, a second run
-        adds no version to any table, and registers no model.
+        adds no version to any table but ``runs``, and registers no model.
     """
     from semfin_spark.flatten import flatten
     from semfin_spark.impute import impute
