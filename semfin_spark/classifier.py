@@ -29,6 +29,13 @@ looks like a rare class gets a low confidence. Only when every real class has pr
 exactly 0 (naive Bayes can underflow) is ``__other__`` predicted; it is never a value to
 write: the impute stage skips it and the evaluation counts it as no prediction.
 
+A field with more labelled models than its ``train.max_training_models`` is fitted on a seeded
+sample of them (:func:`capped`): each class keeps the same share of its models, but at
+least :data:`CAP_MIN_PER_CLASS`, so the frequent classes are thinned and the rare ones
+kept. Every L-BFGS iteration is a pass over the training vectors, so the fit's time
+follows the sample, not the Hub; the class counts, pooling and the name match still count
+every labelled model.
+
 Choosing the family (``train.classifiers``): a seeded :data:`VALIDATION_FRACTION` of the
 training models (by a hash of the model id, so the same models whatever the row order) is
 held out; each family is fitted on the rest and scored on it; the best validation accuracy
@@ -94,6 +101,13 @@ size (split the same way); the winner is still refitted on every training model.
 
 EXCLUDED_LABELS: Mapping[str, tuple[str, ...]] = {"license": ("unknown",)}
 """Declared values that are not a class: ``unknown`` is a licence nothing recognised."""
+
+CAP_MIN_PER_CLASS = 100
+"""Under ``train.max_training_models``, a class keeps at least this many of its models
+(all of them when it has fewer): the sample thins the frequent classes, not the rare ones."""
+
+CAP_SEED = 1299709
+"""Added to the seed for the sample of ``train.max_training_models`` (a prime, as the others)."""
 
 TRAIN_ROWS_PER_PARTITION = 50_000
 """Upper bound of training models per partition when a field is fitted (:func:`_sized`)."""
@@ -235,7 +249,9 @@ class FieldModel:
             rare classes were pooled).
         class_counts: training models per declared value (before pooling).
         pooled: the declared values pooled into :data:`POOLED_CLASS`, with their counts.
-        n_train: training models.
+        n_train: labelled training models.
+        n_fit: the models the classifier was fitted on (``n_train``, or its sample under
+            ``train.max_training_models``).
         validation: per family tried, ``{accuracy, macro_f1, n}`` on the validation models.
         validation_metrics: the winner's full :class:`Metrics` on the validation models
             (confusion matrix, per-class report).
@@ -259,6 +275,7 @@ class FieldModel:
     seconds: float
     name_match: NameMatch | None = None
     vote: NeighbourVote | None = None
+    n_fit: int = 0
 
     @property
     def vocabulary(self) -> list[str]:
@@ -454,13 +471,15 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
         kept[POOLED_CLASS] = sum(pooled.values())
     classes = tuple(sorted(kept, key=lambda c: (-kept[c], c)))
     n_train = sum(counts.values())
-    data = _sized(data, n_train)
+    labelled = data
+    data, n_fit = capped(data, counts, int(t.max_training_models.get(field, 0)), seed)
+    data = _sized(data, n_fit)
 
     held_out = split_flag("model_id", seed + 7919, VALIDATION_FRACTION)
     fit_part, val_part = data.where(~held_out), data.where(held_out)
-    if n_train > VALIDATION_MAX_MODELS:
+    if n_fit > VALIDATION_MAX_MODELS:
         # Choosing a family needs no more than a sample; the winner is refitted on all.
-        sample = split_flag("model_id", seed + 104729, VALIDATION_MAX_MODELS / n_train)
+        sample = split_flag("model_id", seed + 104729, VALIDATION_MAX_MODELS / n_fit)
         fit_part, val_part = fit_part.where(sample), val_part.where(sample)
     with_rule = field in NAME_MATCH_FIELDS
     validation, metrics, vote_cells = _compare_families(
@@ -478,7 +497,8 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
         clf = _never_pooled(_estimator(best, seed).fit(full_vec), classes)
     finally:
         full_vec.unpersist()
-    rule = fit_name_match(data) if with_rule else None
+    # The name match counts names, not vectors: every labelled model, sampled or not.
+    rule = fit_name_match(labelled) if with_rule else None
     stages: list[Any] = [
         full_vectors, clf,
         IndexToString(inputCol=_INDEX_COL, labels=list(classes),
@@ -497,7 +517,42 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
                       class_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
                       pooled=dict(sorted(pooled.items())), n_train=n_train,
                       validation=validation, validation_metrics=metrics[best],
-                      seconds=round(time.time() - started, 3), name_match=rule, vote=vote)
+                      seconds=round(time.time() - started, 3), name_match=rule, vote=vote,
+                      n_fit=n_fit)
+
+
+def capped(data: DataFrame, counts: Mapping[str, int], cap: int,
+           seed: int) -> tuple[DataFrame, int]:
+    """``data`` (``model_id``, ``label``) sampled to about ``cap`` models, and how many it
+    keeps by expectation; ``data`` itself when it has no more (or ``cap`` is 0).
+
+    Each class keeps the share ``cap / n`` of its models, but at least
+    :data:`CAP_MIN_PER_CLASS` (all of them when it has fewer): the frequent classes are
+    thinned, a rare class keeps what it has. The sample is a hash of the model id and the
+    seed, so the same models are kept whatever the row order, run after run.
+
+    Examples:
+        >>> counts = {"apache-2.0": 90_000, "mit": 9_000, "gpl-3.0": 150}
+        >>> rates = _keep_rates(counts, 9_915)   # a tenth of 99,150
+        >>> rates["apache-2.0"], rates["mit"], rates["gpl-3.0"]
+        (0.1, 0.1, 0.666667)
+    """
+    n = sum(counts.values())
+    if not cap or n <= cap:
+        return data, n
+    rates = _keep_rates(counts, cap)
+    rate = F.element_at(F.create_map(*[F.lit(x) for c, r in sorted(rates.items())
+                                      for x in (c, r)]), F.col("label"))
+    bucket = F.pmod(F.xxhash64(F.col("model_id").cast("string"), F.lit(int(seed) + CAP_SEED)),
+                    F.lit(1_000_000))
+    kept = round(sum(rates[c] * k for c, k in counts.items()))
+    return data.where(bucket < F.coalesce(rate, F.lit(1.0)) * F.lit(1_000_000)), kept
+
+
+def _keep_rates(counts: Mapping[str, int], cap: int) -> dict[str, float]:
+    """Per class, the share of its models :func:`capped` keeps (6 decimals)."""
+    share = cap / sum(counts.values())
+    return {c: round(min(1.0, max(share, CAP_MIN_PER_CLASS / k)), 6) for c, k in counts.items()}
 
 
 def _sized(df: DataFrame, rows: int) -> DataFrame:

@@ -97,7 +97,7 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
              "fields": {"<field>": {"n_train", "n_test", "n_classes",
                  "methods": {"semfin"|"hub_avg"|"graph_avg": {"accuracy", "macro_f1", "coverage"}},
                  "isolated": {"n_test", "semfin_accuracy", "graph_avg_coverage"},
-                 "family", "validation", "pooled_classes", "test_share",
+                 "family", "n_fit", "validation", "pooled_classes", "test_share",
                  "learning_curve": [{"n_train", "n_test", "family",
                                      "semfin", "hub_avg", "graph_avg"}]}}}
 
@@ -325,6 +325,7 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
         "isolated": {"n_test": n_isolated, "semfin_accuracy": iso_semfin.accuracy,
                      "graph_avg_coverage": iso_graph.coverage},
         "family": fm.family,
+        "n_fit": fm.n_fit,
         "validation": fm.validation,
         "n_classes_trained": len(fm.classes),
         "pooled_classes": fm.pooled,

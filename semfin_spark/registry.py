@@ -239,6 +239,7 @@ def _run_params(settings: Settings, seed: int, fitted: Mapping[str, FieldModel],
     }
     for name, fm in fitted.items():
         params[f"{name}.family"] = fm.family
+        params[f"{name}.max_training_models"] = t.max_training_models.get(name, 0)
         params[f"{name}.pooled_classes"] = len(fm.pooled)
         if fm.name_match:
             params[f"{name}.name_match_labels"] = len(fm.name_match.labels)
@@ -249,7 +250,8 @@ def _run_params(settings: Settings, seed: int, fitted: Mapping[str, FieldModel],
 
 
 def _field_metrics(fm: FieldModel) -> dict[str, float]:
-    out = {f"{fm.field}.n_train": float(fm.n_train), f"{fm.field}.n_classes": float(len(fm.classes)),
+    out = {f"{fm.field}.n_train": float(fm.n_train), f"{fm.field}.n_fit": float(fm.n_fit),
+           f"{fm.field}.n_classes": float(len(fm.classes)),
            f"{fm.field}.n_pooled": float(len(fm.pooled)),
            f"{fm.field}.vocabulary_size": float(len(fm.vocabulary)),
            f"{fm.field}.fit_seconds": fm.seconds,
@@ -302,7 +304,7 @@ def _log_reports(fm: FieldModel) -> None:
                        for t, row in m.confusion.items()}, fh, indent=1)
         with open(os.path.join(tmp, "classification_report.json"), "w", encoding="utf-8") as fh:
             json.dump({"field": fm.field, "family": fm.family, "n_train": fm.n_train,
-                       "validation": {"n": m.n, **m.summary()}, "families": fm.validation,
+                       "n_fit": fm.n_fit, "validation": {"n": m.n, **m.summary()}, "families": fm.validation,
                        "classes": list(fm.classes), "pooled_into": POOLED_CLASS,
                        "pooled": fm.pooled, "class_counts": fm.class_counts,
                        "per_class": m.per_class}, fh, indent=1)

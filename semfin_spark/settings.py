@@ -127,6 +127,8 @@ class TrainSettings:
     retrain_after_days: float = 7.0
     retrain_label_change: float = 0.05
     neighbour_vote: bool = True
+    max_training_models: Mapping[str, int] = field(
+        default_factory=lambda: {f: 0 if f == "license" else 50_000 for f in FIELDS})
 
 
 @dataclass(frozen=True)
@@ -409,6 +411,8 @@ _MAY_BE_ZERO = frozenset({"evaluate.seed", "delta.vacuum_retention_hours", "inge
                           "crawl.max_fetch_minutes", "train.retrain_after_days",
                           "train.retrain_label_change"})
 """Numeric settings for which 0 means something; every other limit must be positive."""
+_ZERO_PREFIXES = ("train.max_training_models.",)
+"""Mappings whose entries may be 0 (0 models: no sample)."""
 _FRACTIONS = frozenset({"evaluate.test_fraction"})
 _AT_MOST_ONE = frozenset({"crawl.max_deleted_fraction"})
 
@@ -427,7 +431,7 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
             raise SettingsError(f"setting {name} must be a number, got {value!r}")
         if isinstance(default, int) and value != int(value):
             raise SettingsError(f"setting {name} must be a whole number, got {value!r}")
-        floor = 0 if name in _MAY_BE_ZERO else 1e-12
+        floor = 0 if name in _MAY_BE_ZERO or name.startswith(_ZERO_PREFIXES) else 1e-12
         if value < floor or value == float("inf"):
             raise SettingsError(f"setting {name} must be {'at least 0' if floor == 0 else 'positive'}"
                                 f" and finite, got {value!r}")
@@ -439,7 +443,17 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
     if isinstance(default, Mapping):
         if not isinstance(value, Mapping):
             raise SettingsError(f"setting {name} must be a mapping, got {value!r}")
-        return {**default, **value}  # a file may set one entry and keep the others
+        merged = {**default, **value}  # a file may set one entry and keep the others
+        whole = [isinstance(v, int) and not isinstance(v, bool) for v in default.values()]
+        if whole and all(whole):
+            # Whole-number entries per field (train.max_training_models): each is checked
+            # as one, and a key that is no field is a typo, not a setting.
+            unknown = sorted(set(value) - set(default))
+            if unknown:
+                raise SettingsError(f"setting {name} has unknown key(s) "
+                                    f"{', '.join(map(str, unknown))}; choose from {', '.join(default)}")
+            merged = {k: _coerce(v, 0, f"{name}.{k}") for k, v in merged.items()}
+        return merged
     if value is not None and not isinstance(value, str):
         raise SettingsError(f"setting {name} must be text, got {value!r}")
     return value

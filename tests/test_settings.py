@@ -111,3 +111,13 @@ def test_relative_warehouse_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_settings(environ={"SEMFIN_WAREHOUSE": "wh"}).warehouse == str(tmp_path / "wh")
     assert load_settings(environ={"SEMFIN_WAREHOUSE": "s3a://b/wh"}).warehouse == "s3a://b/wh"
+
+
+def test_max_training_models_is_per_field_whole_and_at_least_zero():
+    settings = load_settings(environ={}, overrides={"train.max_training_models": {"license": 1000}})
+    assert settings.train.max_training_models["license"] == 1000
+    assert settings.train.max_training_models["pipeline_tag"] == 50_000  # the others kept
+    for bad, message in (({"license": -1}, "at least 0"), ({"license": 2.5}, "whole number"),
+                         ({"licence": 10}, "unknown key")):
+        with pytest.raises(SettingsError, match=message):
+            load_settings(environ={}, overrides={"train.max_training_models": bad})

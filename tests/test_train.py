@@ -15,7 +15,8 @@ from semfin_spark.delta import DeltaStore
 from semfin_spark.features import LEAKAGE_RULES, field_tokens, model_features
 from semfin_spark.settings import FIELDS, load_settings
 from semfin_spark.classifier import (
-    POOLED_CLASS, fit_field, labels, metrics_from_confusion, score, split_flag, vocabulary,
+    CAP_MIN_PER_CLASS, POOLED_CLASS, capped, fit_field, labels, metrics_from_confusion, score,
+    split_flag, vocabulary,
 )
 from semfin_spark.registry import log_training, pip_requirements
 from semfin_spark.train import INPUT_TABLES, train, train_fields
@@ -279,5 +280,40 @@ def test_a_class_only_on_the_validation_side_does_not_shift_the_others(spark, se
     assert confusion["beta"] == {"beta": 3} and confusion["zeta"] == {"zeta": 3}
     assert "aa" not in {p for row in confusion.values() for p in row}
     # the final model saw every class: each is predicted right
+    predicted = {r.model_id: r.prediction for r in score(fm, df).collect()}
+    assert all(predicted[m] == label for m, _, label in rows)
+
+
+def test_a_sample_thins_the_frequent_classes_keeps_the_rare_and_is_the_same_every_run(spark):
+    rows = ([(f"big/{i}", "apache-2.0") for i in range(20_000)]
+            + [(f"mid/{i}", "mit") for i in range(1_500)]
+            + [(f"rare/{i}", "gpl-3.0") for i in range(60)])
+    df = spark.createDataFrame(rows, "model_id string, label string")
+    counts = {"apache-2.0": 20_000, "mit": 1_500, "gpl-3.0": 60}
+    sample, expected = capped(df, counts, 2_156, seed=0)  # a tenth of 21,560
+    got = {r["label"]: r["count"] for r in sample.groupBy("label").count().collect()}
+    assert got["gpl-3.0"] == 60                       # fewer than CAP_MIN_PER_CLASS: all kept
+    assert abs(got["mit"] - 150) <= 40                # a tenth (150) is above the floor of 100
+    assert abs(got["apache-2.0"] - 2_000) <= 150      # a tenth, by the hash
+    assert expected == 2_000 + 150 + 60 and abs(sum(got.values()) - expected) <= 180
+    again, _ = capped(df, counts, 2_156, seed=0)
+    assert sorted(again.collect()) == sorted(sample.collect())
+    assert capped(df, counts, 0, seed=0) == (df, 21_560)       # 0: no sample
+    assert capped(df, counts, 30_000, seed=0) == (df, 21_560)  # under the cap: no sample
+
+
+def test_a_field_over_the_cap_is_fitted_on_its_sample_and_still_predicts_every_class(
+        spark, settings):
+    rows = ([(f"a{i}", ["tok:a", f"n{i % 7}"], "alpha") for i in range(3_000)]
+            + [(f"b{i}", ["tok:b", f"n{i % 7}"], "beta") for i in range(300)]
+            + [(f"c{i}", ["tok:c"], "gamma") for i in range(20)])
+    df = spark.createDataFrame(rows, "model_id string, tokens array<string>, label string")
+    settings = with_train(settings, min_feature_df=1, classifiers=("naive_bayes",),
+                          max_training_models={"library_name": 500})
+    fm = fit_field(spark, df, "library_name", settings, seed=0)
+    assert fm.n_train == 3_320 and fm.class_counts == {"alpha": 3_000, "beta": 300, "gamma": 20}
+    # alpha thinned to its share, beta and gamma kept at the per-class floor or whole
+    assert fm.n_fit == round(3_000 * 500 / 3_320) + CAP_MIN_PER_CLASS + 20
+    assert set(fm.classes) == {"alpha", "beta", "gamma"}
     predicted = {r.model_id: r.prediction for r in score(fm, df).collect()}
     assert all(predicted[m] == label for m, _, label in rows)
