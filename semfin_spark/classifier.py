@@ -177,8 +177,15 @@ def split_flag(column: str, seed: int, fraction: float) -> Any:
     Deterministic whatever the row order or partitioning (a hash of the value and the
     seed, not ``randomSplit``): the same ids fall on the same side on every run.
     """
-    bucket = F.pmod(F.xxhash64(F.col(column).cast("string"), F.lit(int(seed))), F.lit(1_000_000))
-    return bucket < F.lit(int(round(fraction * 1_000_000)))
+    return _bucket(column, seed) < F.lit(int(round(fraction * _BUCKETS)))
+
+
+_BUCKETS = 1_000_000
+
+
+def _bucket(column: str, seed: int) -> Any:
+    """A value's seeded bucket in [0, :data:`_BUCKETS`): the hash behind every sample here."""
+    return F.pmod(F.xxhash64(F.col(column).cast("string"), F.lit(int(seed))), F.lit(_BUCKETS))
 
 
 @dataclass
@@ -543,10 +550,9 @@ def capped(data: DataFrame, counts: Mapping[str, int], cap: int,
     rates = _keep_rates(counts, cap)
     rate = F.element_at(F.create_map(*[F.lit(x) for c, r in sorted(rates.items())
                                       for x in (c, r)]), F.col("label"))
-    bucket = F.pmod(F.xxhash64(F.col("model_id").cast("string"), F.lit(int(seed) + CAP_SEED)),
-                    F.lit(1_000_000))
     kept = round(sum(rates[c] * k for c, k in counts.items()))
-    return data.where(bucket < F.coalesce(rate, F.lit(1.0)) * F.lit(1_000_000)), kept
+    keep = _bucket("model_id", seed + CAP_SEED) < F.coalesce(rate, F.lit(1.0)) * _BUCKETS
+    return data.where(keep), kept
 
 
 def _keep_rates(counts: Mapping[str, int], cap: int) -> dict[str, float]:

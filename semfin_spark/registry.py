@@ -304,7 +304,8 @@ def _log_reports(fm: FieldModel) -> None:
                        for t, row in m.confusion.items()}, fh, indent=1)
         with open(os.path.join(tmp, "classification_report.json"), "w", encoding="utf-8") as fh:
             json.dump({"field": fm.field, "family": fm.family, "n_train": fm.n_train,
-                       "n_fit": fm.n_fit, "validation": {"n": m.n, **m.summary()}, "families": fm.validation,
+                       "n_fit": fm.n_fit, "validation": {"n": m.n, **m.summary()},
+                       "families": fm.validation,
                        "classes": list(fm.classes), "pooled_into": POOLED_CLASS,
                        "pooled": fm.pooled, "class_counts": fm.class_counts,
                        "per_class": m.per_class}, fh, indent=1)

@@ -409,10 +409,9 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
 _MAY_BE_ZERO = frozenset({"evaluate.seed", "delta.vacuum_retention_hours", "ingest.hub_max_retries",
                           "crawl.retention_days", "crawl.max_deleted_fraction",
                           "crawl.max_fetch_minutes", "train.retrain_after_days",
-                          "train.retrain_label_change"})
-"""Numeric settings for which 0 means something; every other limit must be positive."""
-_ZERO_PREFIXES = ("train.max_training_models.",)
-"""Mappings whose entries may be 0 (0 models: no sample)."""
+                          "train.retrain_label_change", "train.max_training_models"})
+"""Numeric settings (or mappings of them) for which 0 means something; every other limit
+must be positive."""
 _FRACTIONS = frozenset({"evaluate.test_fraction"})
 _AT_MOST_ONE = frozenset({"crawl.max_deleted_fraction"})
 
@@ -431,7 +430,8 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
             raise SettingsError(f"setting {name} must be a number, got {value!r}")
         if isinstance(default, int) and value != int(value):
             raise SettingsError(f"setting {name} must be a whole number, got {value!r}")
-        floor = 0 if name in _MAY_BE_ZERO or name.startswith(_ZERO_PREFIXES) else 1e-12
+        # An entry of a mapping (train.max_training_models.license) is bound as the mapping.
+        floor = 0 if {name, name.rpartition(".")[0]} & _MAY_BE_ZERO else 1e-12
         if value < floor or value == float("inf"):
             raise SettingsError(f"setting {name} must be {'at least 0' if floor == 0 else 'positive'}"
                                 f" and finite, got {value!r}")

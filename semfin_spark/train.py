@@ -238,8 +238,8 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                 fm = fit_field(spark, data, name, settings, seed=seed)
                 fitted[name] = fm
                 sample = f" (fitted on a sample of {fm.n_fit})" if fm.n_fit < fm.n_train else ""
-                progress(f"train {name}: {fm.family} on {fm.n_train} models{sample}, {len(fm.classes)} "
-                         f"classes ({len(fm.pooled)} pooled), validation accuracy "
+                progress(f"train {name}: {fm.family} on {fm.n_train} models{sample}, "
+                         f"{len(fm.classes)} classes ({len(fm.pooled)} pooled), validation accuracy "
                          + ", ".join(f"{f} {v['accuracy']:.4f}" for f, v in fm.validation.items())
                          + f" ({fm.seconds:.1f} s)")
             finally:
