@@ -26,7 +26,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    """The one SparkSession of the test session: local[2], UI off, one shuffle partition."""
+    """The one SparkSession of the test session: local[2], UI off, two shuffle partitions,
+    interpreted expressions."""
     from semfin_spark.session import build_session
     from semfin_spark.settings import load_settings
 
@@ -42,6 +43,11 @@ def spark(tmp_path_factory):
         "spark.sql.adaptive.enabled": "false",
         "spark.driver.memory": "3g",
         "spark.sql.execution.arrow.maxRecordsPerBatch": "1000",
+        # The tests' data is a few rows: compiling generated code for each new plan costs
+        # more than running it interpreted (tests/test_impute.py 176 s -> 152 s). The
+        # standalone-cluster and spark-submit tests run with the shipped defaults (codegen).
+        "spark.sql.codegen.wholeStage": "false",
+        "spark.sql.codegen.factoryMode": "NO_CODEGEN",
     })
     yield session
     session.stop()
