@@ -9,25 +9,32 @@ in ``conf/semfin.yaml``) the value stays empty and the confidence is kept, so an
 can see how close it came. Rows with a declared value are never read for writing, so they
 cannot be changed.
 
-Incremental: a row is rescored only when the tokens its field's classifier sees changed
-(``features_hash``, a SHA-256 of the sorted tokens) or when another model version imputed
-it; ``full=True`` (``semfin impute --full``) rescores every missing value. A second run
-with nothing changed writes nothing and adds no table version.
+Incremental: a row is rescored only when its model's tokens or its relatives' vote changed
+(``features_hash``: a SHA-256 of the field, its leakage rule, a hash of the model's token
+bag and the relatives' vote) or when another model version imputed it; ``full=True``
+(``semfin impute --full``) rescores every missing value. A second run with nothing
+changed writes nothing and adds no table version.
 
 Reuse method is a property of an edge's child: it is imputed only for models that declare
 a parent (a model without one has no reuse method to fill).
 
 Implementation details:
-    Each field's model is loaded once on the driver (``mlflow.spark.load_model``: Spark
-    ML's own JSON and Parquet, nothing unpickled) and applied as a Spark ML transform on
-    the executors, to the tokens of :mod:`semfin_spark.features`. The rows to rescore of
-    all fields are merged into ``model_fields`` in ONE Delta commit, so a run killed
-    half-way leaves the previous version. Only per-field counts reach the driver.
+    Finding the changed rows is a narrow join: each model's token bag is hashed once per
+    run (not once per field), and only the rows to rescore are joined with their tokens.
+    A field's tokens are a function of the model's bag and the field's leakage rule
+    (:func:`~semfin_spark.features.field_tokens`), so the bag's hash, the field and a
+    hash of its rule stand for them. Each field's model is loaded once on the driver
+    (``mlflow.spark.load_model``: Spark ML's own JSON and Parquet, nothing unpickled) and
+    applied as a Spark ML transform on the executors, to the tokens of
+    :mod:`semfin_spark.features`. The rows to rescore of all fields are merged into
+    ``model_fields`` in ONE Delta commit, so a run killed half-way leaves the previous
+    version. Only per-field counts reach the driver.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -36,7 +43,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
-from semfin_spark.features import field_tokens, model_features
+from semfin_spark.features import LEAKAGE_RULES, field_tokens, model_features
 from semfin_spark.schemas import IMPUTE_COLUMNS, MODEL_FIELDS, MODEL_PARENTS
 from semfin_spark.settings import FIELDS, Settings
 from semfin_spark.classifier import POOLED_CLASS, declared_labels, score
@@ -44,6 +51,10 @@ from semfin_spark.neighbourhood import VOTE_COL, field_vote, lineage_pairs, neig
 from semfin_spark.registry import RegistryError, load_field_model, resolve_model
 
 _IMPUTED_COLUMNS = (*IMPUTE_COLUMNS, "value", "value_source")
+
+BROADCAST_IDS = 200_000
+"""Up to this many rows to rescore, a field's token bags are picked by a broadcast of their
+ids (a few MB) instead of a shuffle of every model's tokens."""
 
 
 class ImputeError(RuntimeError):
@@ -81,16 +92,22 @@ class ImputeResult:
     table_version: int | None = None
 
 
-def features_hash(tokens: str, vote: str | None = None) -> Any:
-    """SHA-256 of the token array column ``tokens`` (sorted first, so the order never
-    matters) and of the relatives' vote in column ``vote`` where there is one (a model
-    without a vote hashes as its tokens alone)."""
-    seen = F.array_sort(F.col(tokens))
-    if vote is not None:
-        seen = F.concat(seen, F.when(F.col(vote).isNotNull(),
-                                     F.array(F.concat(F.lit("\u0002vote="), F.col(vote))))
-                        .otherwise(F.array().cast("array<string>")))
-    return F.sha2(F.array_join(seen, "\u0001"), 256)
+def features_hash(tokens: str) -> Any:
+    """A 64-bit hash of the token array column ``tokens`` (``model_tokens`` keeps each bag
+    sorted and distinct, so equal bags hash equal), as a string."""
+    return F.xxhash64(F.col(tokens)).cast("string")
+
+
+def field_hash(field_name: str, bag_hash: str = "_bag", vote: str = VOTE_COL) -> Any:
+    """What a field's classifier sees, as a hash: the model's token-bag hash (column
+    ``bag_hash``, :func:`features_hash` of its whole bag), the field and its leakage rule
+    (a changed rule rescores the field) and the relatives' vote (column ``vote``). Null
+    where the model has no token bag."""
+    rule = LEAKAGE_RULES[field_name]
+    rule_digest = hashlib.sha256(repr((rule.prefixes, rule.exact)).encode("utf-8")).hexdigest()
+    seen = F.concat_ws("\u0001", F.lit(field_name), F.lit(rule_digest), F.col(bag_hash),
+                       F.concat(F.lit("\u0002vote="), F.col(vote)))
+    return F.when(F.col(bag_hash).isNotNull(), F.sha2(seen, 256))
 
 
 def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
@@ -137,12 +154,14 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                           + ": run `semfin train` first")
 
     features = model_features(store).persist(StorageLevel.MEMORY_AND_DISK)
+    bags = features.select("model_id", features_hash("tokens").alias("_bag")) \
+        .persist(StorageLevel.MEMORY_AND_DISK)
     # The relatives' vote of every field in one plan, from every declared value (a model
     # imputed here declares none, so it is never its own evidence).
     known = declared_labels(store.read(MODEL_FIELDS)).where(F.col("field").isin(*models))
     votes = neighbour_votes(lineage_pairs(store.read(MODEL_PARENTS)), known) \
         .persist(StorageLevel.MEMORY_AND_DISK)
-    cached: list[DataFrame] = [features, votes]
+    cached: list[DataFrame] = [features, bags, votes]
     try:
         updates = []
         for name, (model_name, version, run_id) in models.items():
@@ -151,8 +170,8 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             result.fields[name] = outcome
             rows = _candidates(store, name)
             # The hash covers the vote, so a relative's changed value rescores the model.
-            seen = with_vote(field_tokens(features, name), field_vote(votes, name))
-            todo = rows.join(seen.withColumn("_hash", features_hash("tokens", VOTE_COL)), "model_id", "left")
+            seen = with_vote(bags, field_vote(votes, name))
+            todo = rows.join(seen.withColumn("_hash", field_hash(name)).drop("_bag"), "model_id", "left")
             if not full:
                 todo = todo.where(F.col("features_hash").isNull()
                                   | ~F.col("features_hash").eqNullSafe(F.col("_hash"))
@@ -171,7 +190,13 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                 raise ImputeError(str(exc)) from None
             # Cut from its plan (not persisted), so releasing todo below leaves it whole:
             # Spark rebuilds any cached plan that depends on one being uncached.
-            scored = _scored_rows(todo, model, threshold, model_name, version, run_id) \
+            # Only the rows to rescore meet their tokens: a few, in a nightly, so their ids
+            # are broadcast and no model's tokens are shuffled.
+            bag = features
+            if outcome.scored <= BROADCAST_IDS:
+                bag = features.join(F.broadcast(todo.select("model_id")), "model_id", "left_semi")
+            tokens = todo.join(field_tokens(bag, name), "model_id", "left")
+            scored = _scored_rows(tokens, model, threshold, model_name, version, run_id) \
                 .localCheckpoint(eager=True)
             counts = scored.agg(F.count("imputed_value").alias("imputed")).first()
             todo.unpersist()  # scored holds what is left to write, without the tokens

@@ -205,3 +205,54 @@ def test_a_new_commit_keeps_its_imputed_values_and_is_not_rescored(spark, hub, t
     again = impute(spark, store, copy, progress=quiet)
     assert again.fields and all(f.scored == 0 for f in again.fields.values())
     assert again.table_version is None
+
+
+def test_a_changed_token_bag_or_vote_rescores_those_rows_alone(spark, hub, tmp_path):
+    """Change detection hashes each model's bag once, then joins narrow: a model's new token
+    rescores that model's missing fields and nothing else; a parent's new declared licence
+    rescores licences of its relatives alone (their vote moved), no other field."""
+    import shutil
+
+    from semfin_spark.schemas import MODEL_TOKENS
+
+    _, settings, _, _, _, _ = hub
+    shutil.copytree(settings.warehouse, tmp_path / "wh")
+    copy = settings.replace(warehouse=str(tmp_path / "wh"))
+    store = DeltaStore.from_settings(spark, copy)
+
+    def stamps() -> dict[tuple[str, str], object]:
+        return {(r.model_id, r.field): r.imputed_at for r in store.read(MODEL_FIELDS)
+                .where("imputed_model IS NOT NULL").select("model_id", "field", "imputed_at").collect()}
+
+    def rescored(before: dict) -> set[tuple[str, str]]:
+        return {key for key, at in stamps().items() if at != before.get(key)}
+
+    before = stamps()
+    target = min(m for m, f in before if f == "license")
+    spark.sql(f"UPDATE delta.`{store.path(MODEL_TOKENS)}` SET tokens = "
+              f"array_sort(array_union(tokens, array('tag:brand-new'))) WHERE model_id = '{target}'")
+    first = impute(spark, store, copy, progress=quiet)
+    assert rescored(before) == {(m, f) for m, f in before if m == target}
+    assert sum(o.scored for o in first.fields.values()) == len(rescored(before))
+
+    # A leaf with one parent that declares a licence: its vote is that licence.
+    parents = store.read(MODEL_PARENTS).where("model_id != parent_id")
+    one_parent = parents.groupBy("model_id").count().where("count = 1").select("model_id")
+    leaves = one_parent.join(parents.select(F.col("parent_id").alias("model_id")), "model_id", "left_anti")
+    declared = store.read(MODEL_FIELDS).where("field = 'license' AND declared_value IS NOT NULL") \
+        .select(F.col("model_id").alias("parent_id"))
+    missing = [m for m, f in before if f == "license"]
+    child, parent = (parents.join(leaves, "model_id").join(declared, "parent_id")
+                     .where(F.col("model_id").isin(*missing)).orderBy("model_id")
+                     .select("model_id", "parent_id").first())
+    grandparents = {r[0] for r in parents.where(F.col("model_id") == parent).select("parent_id").collect()}
+    relatives = {r[0] for r in parents.where(F.col("parent_id").isin(parent, *grandparents))
+                 .select("model_id").collect()} | grandparents
+    before = stamps()
+    spark.sql(f"UPDATE delta.`{store.path(MODEL_FIELDS)}` SET declared_value = 'wtfpl', "
+              f"value = 'wtfpl' WHERE field = 'license' AND model_id = '{parent}'")
+    second = impute(spark, store, copy, progress=quiet)
+    moved = rescored(before)
+    assert (child, "license") in moved
+    assert {f for _, f in moved} == {"license"} and {m for m, _ in moved} <= relatives
+    assert all(o.scored == 0 for f, o in second.fields.items() if f != "license")
