@@ -83,9 +83,11 @@ def _reset_spark_state(request):
     if "spark" in request.fixturenames:
         session = request.getfixturevalue("spark")
         session.catalog.clearCache()
-        for view in session.catalog.listTables():
+        # SHOW VIEWS, not catalog.listTables(): the latter decodes its rows through an
+        # encoder that fails with interpreted expressions (EXPRESSION_DECODING_FAILED).
+        for view in session.sql("SHOW VIEWS").collect():
             if view.isTemporary:
-                session.catalog.dropTempView(view.name)
+                session.catalog.dropTempView(view.viewName)
 
 
 @pytest.fixture
