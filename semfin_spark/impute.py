@@ -188,14 +188,14 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                 model = load_field_model(settings, model_name, version)
             except RegistryError as exc:
                 raise ImputeError(str(exc)) from None
-            # Cut from its plan (not persisted), so releasing todo below leaves it whole:
-            # Spark rebuilds any cached plan that depends on one being uncached.
             # Only the rows to rescore meet their tokens: a few, in a nightly, so their ids
             # are broadcast and no model's tokens are shuffled.
             bag = features
             if outcome.scored <= BROADCAST_IDS:
                 bag = features.join(F.broadcast(todo.select("model_id")), "model_id", "left_semi")
             tokens = todo.join(field_tokens(bag, name), "model_id", "left")
+            # Cut from its plan (not persisted), so releasing todo below leaves it whole:
+            # Spark rebuilds any cached plan that depends on one being uncached.
             scored = _scored_rows(tokens, model, threshold, model_name, version, run_id) \
                 .localCheckpoint(eager=True)
             counts = scored.agg(F.count("imputed_value").alias("imputed")).first()
