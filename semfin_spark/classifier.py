@@ -578,8 +578,9 @@ def _sized(df: DataFrame, rows: int) -> DataFrame:
     Every L-BFGS iteration is a job over the training partitions: 64 shuffle partitions
     of a small training set made the tasks' overhead the cost of the fit, and one
     partition (what adaptive execution makes of a few MB of tokens) ran every iteration
-    on one core. Hashing the id, not coalescing, gives the same partitions whatever the
-    upstream plan, so a cluster and the embedded session sum the same rows together."""
+    on one core. Hashing the id, not coalescing, puts the same rows together whatever the
+    upstream plan, on a cluster as in the embedded session (given as many cores). The
+    caller persists the result: the fits read it several times."""
     parallelism = df.sparkSession.sparkContext.defaultParallelism
     return df.repartition(max(parallelism, math.ceil(rows / TRAIN_ROWS_PER_PARTITION)), "model_id")
 
