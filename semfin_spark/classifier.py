@@ -95,6 +95,9 @@ FAMILIES = ("naive_bayes", "logistic_regression", "random_forest")
 VALIDATION_FRACTION = 0.2
 """Share of the training models held out to choose the family."""
 
+VALIDATION_SEED = 7919
+"""Added to the seed for the validation hold-out (:func:`held_out`)."""
+
 VALIDATION_MAX_MODELS = 50_000
 """Above this many training models, the families are compared on a seeded sample of this
 size (split the same way); the winner is still refitted on every training model."""
@@ -183,6 +186,12 @@ def declared_labels(model_fields: DataFrame) -> DataFrame:
     for name, excluded in EXCLUDED_LABELS.items():
         rows = rows.where(~((F.col("field") == name) & F.col("declared_value").isin(*excluded)))
     return rows.select("model_id", "field", F.col("declared_value").alias("label"))
+
+
+def held_out(seed: int) -> Any:
+    """A boolean column over ``model_id``: true for the training models :func:`fit_field`
+    holds out for validation with this seed (:data:`VALIDATION_FRACTION` of them)."""
+    return split_flag("model_id", seed + VALIDATION_SEED, VALIDATION_FRACTION)
 
 
 def split_flag(column: str, seed: int, fraction: float) -> Any:
@@ -451,7 +460,10 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
     Args:
         spark: the session.
         train_df: ``model_id``, ``tokens`` (already without the field's leaking tokens:
-            :func:`~semfin_spark.features.field_tokens`), ``label``.
+            :func:`~semfin_spark.features.field_tokens`), ``label``, and optionally the
+            relatives' vote (:data:`~semfin_spark.neighbourhood.VOTE_COL`), read for the
+            validation models (:func:`held_out`) to fit when the vote replaces an answer:
+            give them the votes that the models to answer will have.
         field: the field (for names and reports).
         settings: ``settings.train`` (families, pooling, vocabulary size).
         seed: seeds the validation hold-out and the random forest.
@@ -497,8 +509,7 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
     data, n_fit = capped(data, counts, int(t.max_training_models.get(field, 0)), seed)
     data = _sized(data, n_fit).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        held_out = split_flag("model_id", seed + 7919, VALIDATION_FRACTION)
-        fit_part, val_part = data.where(~held_out), data.where(held_out)
+        fit_part, val_part = data.where(~held_out(seed)), data.where(held_out(seed))
         if n_fit > VALIDATION_MAX_MODELS:
             # Choosing a family needs no more than a sample; the winner is refitted on all.
             sample = split_flag("model_id", seed + 104729, VALIDATION_MAX_MODELS / n_fit)
@@ -532,8 +543,10 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
         stages.append(rule.stage())
     # The vote is fitted on the winner's validation answers, given by a classifier fitted
     # without the validation models. The refit on every training model is stronger, so
-    # the vote's gain measured here can overstate its gain on new models (the README's
-    # licence figures on hub2025_trees); the significance test limits that, not removes it.
+    # the vote's gain measured here can overstate its gain on new models; the significance
+    # test limits that, not removes it. The validation models' votes are the caller's:
+    # evaluate computes them without the validation side's labels (held_out), as the test
+    # models' without the test side's.
     vote = fit_vote(vote_cells[best]) if with_vote else None
     if vote:
         stages.append(vote.stage())

@@ -52,10 +52,10 @@ from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
 from semfin_spark.features import field_tokens, model_features
-from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_vote, with_vote
+from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_votes, with_vote
 from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
 from semfin_spark.settings import FIELDS, Settings
-from semfin_spark.classifier import (POOLED_CLASS, Metrics, _r, fit_field, labels,
+from semfin_spark.classifier import (POOLED_CLASS, Metrics, _r, fit_field, held_out, labels,
                                      metrics_from_confusion, score, split_flag)
 
 SPLITS = ("random", "component")
@@ -140,9 +140,13 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             data = field_tokens(features, name).join(lab, "model_id")
             if settings.train.neighbour_vote:
                 # Only the training side's labels are known: a test model's label
-                # reaches no one's vote, its own included.
+                # reaches no one's vote, its own included. The validation models, which
+                # choose when the vote replaces an answer, stand to the rest of the
+                # training side as the test models to the training side: their labels
+                # are hidden from the training side's votes too (with them, the trees'
+                # licence vote won on validation and lost 4.5 points on the test models).
                 known = lab.where(~F.col("is_test")).select("model_id", "label")
-                data = with_vote(data, neighbour_vote(pairs, known))
+                data = with_vote(data, _split_votes(pairs, known, seed).localCheckpoint(eager=True))
             data = data.persist(StorageLevel.MEMORY_AND_DISK)
             try:
                 return _evaluate_field(spark, settings, name, data, neighbours, seed, progress, point)
@@ -266,6 +270,22 @@ def hub_avg(train: DataFrame) -> str | None:
     row = (train.groupBy("label").count()
            .orderBy(F.desc("count"), F.asc("label")).limit(1).collect())
     return row[0]["label"] if row else None
+
+
+def _split_votes(pairs: DataFrame, known: DataFrame, seed: int) -> DataFrame:
+    """``model_id, neighbour_vote`` for evaluation: a test model's vote from every training
+    label (``known``), a training model's from the training labels outside the validation
+    hold-out that :func:`~semfin_spark.classifier.fit_field` makes with ``seed``. A training
+    model's vote is read only for the validation models (the fits do not read it)."""
+    # Both sets of votes in one plan (two plans cost 7 s a field on the trees): the
+    # field column of neighbour_votes tells them apart, true for the training side's.
+    both = (known.select("model_id", F.lit(False).alias("field"), "label")
+            .unionByName(known.where(~held_out(seed)).select("model_id", F.lit(True).alias("field"),
+                                                              "label")))
+    is_training = known.select("model_id", F.lit(True).alias("_training"))
+    return (neighbour_votes(pairs, both).join(is_training, "model_id", "left")
+            .where(F.col("field") == F.coalesce("_training", F.lit(False)))
+            .select("model_id", VOTE_COL))
 
 
 def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: DataFrame,

@@ -15,11 +15,8 @@ usually keeps its base's task and licence. The evidence is combined as a stacked
   the validation models among those whose gain is significant: of the replaced models
   where exactly one of the two is right, the vote must win by at least
   :data:`SIGNIFICANCE_Z` standard deviations (a one-sided sign test, as McNemar's). None
-  significant: threshold 0, the vote never replaces. The test limits, but does not
-  remove, the noise of a few hundred validation models: on ``hub2025_trees`` licence the
-  chosen threshold passed it and still lost 4.5 points on the test models (the README).
-  The vote is the last stage of the field's ``PipelineModel``, so a registered model
-  carries it.
+  significant: threshold 0, the vote never replaces. The vote is the last stage of the
+  field's ``PipelineModel``, so a registered model carries it.
 
 Measured on ``hub2025_trees`` (random split, seed 0) before this module: feeding the
 relatives' values to the classifier as extra tokens gained nothing (pipeline_tag 0.835 ->
@@ -28,7 +25,9 @@ outweighed by noise, while a vote that takes over below a confidence lifts both.
 
 Leakage: only the values in ``known`` are read, and the caller decides what is known.
 :mod:`semfin_spark.evaluate` passes the training side's labels only, so a test model's
-label reaches no one's vote; train and impute pass every declared value. A model's own
+label reaches no one's vote, and hides the validation models' labels from the training
+side's votes, so the threshold is chosen under the test's conditions; train and impute
+pass every declared value, the conditions of the models impute fills. A model's own
 value never reaches its own vote: self-loops are dropped and a model is not its own
 sibling.
 

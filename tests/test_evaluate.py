@@ -10,10 +10,11 @@ import pytest
 from pyspark.sql import functions as F
 
 from semfin_spark.evaluate import (
-    EvaluateError, _lineage, evaluate, evaluate_command, graph_avg, hub_avg,
+    EvaluateError, _lineage, _split_votes, evaluate, evaluate_command, graph_avg, hub_avg,
 )
+from semfin_spark.neighbourhood import VOTE_COL, neighbour_vote
 from semfin_spark.settings import load_settings
-from semfin_spark.classifier import split_flag
+from semfin_spark.classifier import held_out, split_flag
 
 from test_train import quiet, real_warehouse
 
@@ -70,6 +71,24 @@ def test_graph_avg_neighbours_then_component_then_nothing(spark):
         "iso": None,   # nothing in its component
         "z3": "x",     # a tie between its parents: the smallest value
     }
+
+
+def test_validation_models_vote_without_each_others_labels_as_test_models_do(spark):
+    # v1 and v2 are held out for validation, f is fitted, t is a test model: v1 is a child
+    # of v2 and the parent of f, t another child of v2. A validation model must see the
+    # validation side as a test model sees the test side: v2's label hidden from v1's vote.
+    ids = spark.createDataFrame([(f"m{i}",) for i in range(200)], "model_id string")
+    flags = {r.model_id: r.held for r in ids.select("model_id", held_out(0).alias("held")).collect()}
+    v1, v2 = [m for m, h in flags.items() if h][:2]
+    f = next(m for m, h in flags.items() if not h)
+    pairs = spark.createDataFrame([(v1, v2), (f, v1), ("t", v2)], "child string, parent string")
+    known = spark.createDataFrame([(v1, "gpl"), (v2, "gpl"), (f, "mit")], "model_id string, label string")
+    got = {r.model_id: r[VOTE_COL] for r in _split_votes(pairs, known, seed=0).collect()}
+    assert got.get(v1) == "mit"   # its child f alone: its parent v2 is held out too
+    assert got.get("t") == "gpl"  # a test model reads every training label, v2's included
+    assert got.get(v2) is None and got.get(f) is None   # their relatives: held out or test
+    # reading every label, v1's relatives tie gpl / mit and the smaller wins
+    assert {r.model_id: r[VOTE_COL] for r in neighbour_vote(pairs, known).collect()}[v1] == "gpl"
 
 
 def test_calibration_of_known_answers(spark):

@@ -15,8 +15,8 @@ from semfin_spark.delta import DeltaStore
 from semfin_spark.features import LEAKAGE_RULES, field_tokens, model_features
 from semfin_spark.settings import FIELDS, load_settings
 from semfin_spark.classifier import (
-    CAP_MIN_PER_CLASS, POOLED_CLASS, capped, fit_field, labels, metrics_from_confusion, score,
-    split_flag, vocabulary,
+    CAP_MIN_PER_CLASS, POOLED_CLASS, capped, fit_field, held_out, labels, metrics_from_confusion,
+    score, vocabulary,
 )
 from semfin_spark.registry import log_training, pip_requirements
 from semfin_spark.train import INPUT_TABLES, train, train_fields
@@ -267,7 +267,7 @@ def test_a_class_only_on_the_validation_side_does_not_shift_the_others(spark, se
     is held out for validation must not shift the labels of the classes after it."""
     candidates = spark.createDataFrame([(f"m{i}",) for i in range(400)], "model_id string")
     flags = {r.model_id: r.held for r in candidates.select(
-        "model_id", split_flag("model_id", 0 + 7919, 0.2).alias("held")).collect()}
+        "model_id", held_out(0).alias("held")).collect()}
     held = [m for m, h in flags.items() if h]
     kept = [m for m, h in flags.items() if not h]
     rows = ([(m, ["tok:a"], "aa") for m in held[:13]]             # index 0, all held out
