@@ -132,7 +132,9 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             sides = nodes.select("model_id", split_flag("component", seed, test_fraction).alias("is_test"))
         else:
             sides = nodes.select("model_id", split_flag("model_id", seed, test_fraction).alias("is_test"))
-        sides = keep(sides.join(nodes.select("model_id", "component", "isolated"), "model_id"))
+        # Cut from its plan: every field's frames are built on it.
+        sides = sides.join(nodes.select("model_id", "component", "isolated"), "model_id") \
+            .localCheckpoint(eager=True)
         features = keep(model_features(store))
         pairs = keep(graph["pairs"])
 
