@@ -148,6 +148,8 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                 # are hidden from the training side's votes too (with them, the trees'
                 # licence vote won on validation and lost 4.5 points on the test models).
                 known = lab.where(~F.col("is_test")).select("model_id", "label")
+                # Cut from its plan: persisted, its deep plan was planned again with every
+                # frame the field builds on it (the trees' evaluate took 6 s more a field).
                 data = with_vote(data, _split_votes(pairs, known, seed).localCheckpoint(eager=True))
             data = data.persist(StorageLevel.MEMORY_AND_DISK)
             try:
@@ -279,8 +281,8 @@ def _split_votes(pairs: DataFrame, known: DataFrame, seed: int) -> DataFrame:
     label (``known``), a training model's from the training labels outside the validation
     hold-out that :func:`~semfin_spark.classifier.fit_field` makes with ``seed``. A training
     model's vote is read only for the validation models (the fits do not read it)."""
-    # Both sets of votes in one plan (two plans cost 7 s a field on the trees): the
-    # field column of neighbour_votes tells them apart, true for the training side's.
+    # Both sets of votes in one plan: the field column of neighbour_votes tells them
+    # apart, true for the training side's.
     both = (known.select("model_id", F.lit(False).alias("field"), "label")
             .unionByName(known.where(~held_out(seed)).select("model_id", F.lit(True).alias("field"),
                                                               "label")))

@@ -221,7 +221,7 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         # Cut from its plan, not persisted: every frame built on a persisted plan is planned
         # with it again, and this one is deep. Evaluate's votes, cut the same way, took 6 s
         # a field off the trees' evaluate; here the trees' train took 48.4 and 49.5 s
-        # against 49.6 and 52.9 s persisted (its fields' frames are planned fewer times).
+        # against 49.6 and 52.9 s persisted.
         votes = neighbour_votes(lineage_pairs(store.read(MODEL_PARENTS)), known).localCheckpoint(eager=True)
     fitted: dict[str, FieldModel] = {}
     skipped: dict[str, str] = {}
