@@ -509,7 +509,8 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
     data, n_fit = capped(data, counts, int(t.max_training_models.get(field, 0)), seed)
     data = _sized(data, n_fit).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        fit_part, val_part = data.where(~held_out(seed)), data.where(held_out(seed))
+        held = held_out(seed)
+        fit_part, val_part = data.where(~held), data.where(held)
         if n_fit > VALIDATION_MAX_MODELS:
             # Choosing a family needs no more than a sample; the winner is refitted on all.
             sample = split_flag("model_id", seed + 104729, VALIDATION_MAX_MODELS / n_fit)

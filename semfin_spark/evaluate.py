@@ -54,6 +54,7 @@ from semfin_spark.delta import DeltaStore
 from semfin_spark.features import field_tokens, model_features
 from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_votes, with_vote
 from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
+from semfin_spark.session import cut_lineage
 from semfin_spark.settings import FIELDS, Settings
 from semfin_spark.classifier import (POOLED_CLASS, Metrics, _r, fit_field, held_out, labels,
                                      metrics_from_confusion, score, split_flag)
@@ -133,8 +134,7 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         else:
             sides = nodes.select("model_id", split_flag("model_id", seed, test_fraction).alias("is_test"))
         # Cut from its plan: every field's frames are built on it.
-        sides = sides.join(nodes.select("model_id", "component", "isolated"), "model_id") \
-            .localCheckpoint(eager=True)
+        sides = cut_lineage(sides.join(nodes.select("model_id", "component", "isolated"), "model_id"))
         features = keep(model_features(store))
         pairs = keep(graph["pairs"])
 
@@ -150,7 +150,7 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                 known = lab.where(~F.col("is_test")).select("model_id", "label")
                 # Cut from its plan: persisted, its deep plan was planned again with every
                 # frame the field builds on it (the trees' evaluate took 6 s more a field).
-                data = with_vote(data, _split_votes(pairs, known, seed).localCheckpoint(eager=True))
+                data = with_vote(data, cut_lineage(_split_votes(pairs, known, seed)))
             data = data.persist(StorageLevel.MEMORY_AND_DISK)
             try:
                 return _evaluate_field(spark, settings, name, data, neighbours, seed, progress, point)

@@ -27,8 +27,9 @@ Implementation details:
     Everything runs on the executors; no ``collect``. The driver receives only the scalars
     that decide what runs next (how many edges, how many rows changed in a round), as
     ``DataFrame.observe`` metrics of the job that materialises a step. Results are cut from
-    their plans: ``DataFrame.checkpoint`` on a cluster whose session has a checkpoint
-    folder (``semfin_spark.session.build_session`` sets one in the warehouse), else
+    their plans (:func:`semfin_spark.session.cut_lineage`): ``DataFrame.checkpoint`` on a
+    cluster whose session has a checkpoint folder (``semfin_spark.session.build_session``
+    sets one in the warehouse), else
     ``localCheckpoint`` (in local mode it is as safe, and one job cheaper). Returned
     DataFrames read those materialised pieces, so using them twice computes nothing again.
     Reliable checkpoint files stay in the checkpoint folder unless
@@ -42,11 +43,12 @@ import inspect
 import logging
 from typing import Any, Iterable, Iterator, Sequence
 
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (ArrayType, BooleanType, IntegerType, StringType, StructField,
                                StructType)
+
+from semfin_spark.session import checkpoint_dir, cut_lineage
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,6 @@ CYCLE_GROUP_COLUMN = "cycle_group"
 
 _GRAPHFRAMES_CLASS = "org.graphframes.GraphFrame"
 _GRAPHFRAMES_CHECKPOINT_INTERVAL = 2  # GraphFrames' default
-_STORAGE = StorageLevel.MEMORY_AND_DISK
 
 
 class GraphError(RuntimeError):
@@ -141,44 +142,12 @@ def _use_graphframes(spark: SparkSession, backend: str) -> bool:
 
 # ------------------------------------------------------------------ materialising
 
-def _checkpoint_dir(spark: SparkSession) -> str | None:
-    try:
-        return spark.sparkContext.getCheckpointDir()
-    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
-        return None
-
-
-def _reliable_checkpoints(spark: SparkSession) -> bool:
-    """Reliable checkpoints on a cluster with a checkpoint folder; local ones otherwise.
-
-    In local mode the driver is the only executor: a local checkpoint is as safe as a
-    reliable one, and costs one job instead of two (count, then write the files).
-    """
-    try:
-        local = spark.sparkContext.master.startswith("local")
-    except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext to ask
-        return False
-    return not local and bool(_checkpoint_dir(spark))
-
-
-def _cut(df: DataFrame) -> DataFrame:
-    """Materialise ``df`` now and drop its lineage, so iterative plans stay small."""
-    if not _reliable_checkpoints(df.sparkSession):
-        return df.localCheckpoint(eager=True)
-    # A reliable checkpoint computes its input twice (count, then write) unless cached.
-    df.persist(_STORAGE)
-    try:
-        return df.checkpoint(eager=True)
-    finally:
-        df.unpersist()
-
-
 def _cut_counted(df: DataFrame, **counts: Column) -> tuple[DataFrame, dict[str, int]]:
-    """:func:`_cut`, also returning the given aggregates (``F.count`` expressions) computed
-    in the same job (``DataFrame.observe``): a loop learns whether to go on without
-    reading its data again."""
+    """:func:`~semfin_spark.session.cut_lineage`, also returning the given aggregates
+    (``F.count`` expressions) computed in the same job (``DataFrame.observe``): a loop
+    learns whether to go on without reading its data again."""
     observation = Observation()
-    cut = _cut(df.observe(observation, *[expr.alias(name) for name, expr in counts.items()]))
+    cut = cut_lineage(df.observe(observation, *[expr.alias(name) for name, expr in counts.items()]))
     return cut, {name: int(value or 0) for name, value in observation.get.items()}
 
 
@@ -264,7 +233,7 @@ def connected_components(spark: SparkSession, edges: DataFrame, nodes: DataFrame
 def _components_local(pairs: DataFrame, nodes: DataFrame | None) -> DataFrame:
     if nodes is not None:
         pairs = pairs.unionByName(nodes.select(F.col("id").alias("src"), F.col("id").alias("dst")))
-    return _cut(pairs.repartition(1).mapInArrow(_union_find_batches, "id string, component string"))
+    return cut_lineage(pairs.repartition(1).mapInArrow(_union_find_batches, "id string, component string"))
 
 
 def union_find(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -321,7 +290,7 @@ def _components_graphframes(spark: SparkSession, ids: DataFrame, pairs: DataFram
     method = GraphFrame.connectedComponents
     accepts = inspect.signature(method).parameters
     options: dict[str, object] = {"algorithm": "graphframes", "broadcastThreshold": 1_000_000}
-    if _checkpoint_dir(spark):
+    if checkpoint_dir(spark):
         options["checkpointInterval"] = _GRAPHFRAMES_CHECKPOINT_INTERVAL
     elif "use_local_checkpoints" in accepts:
         options.update(checkpointInterval=_GRAPHFRAMES_CHECKPOINT_INTERVAL, use_local_checkpoints=True)
@@ -342,10 +311,10 @@ def _smallest_member(labelled: DataFrame) -> DataFrame:
 def _components_dataframe(ids: DataFrame, pairs: DataFrame, max_iterations: int) -> DataFrame:
     # The numbering must be computed once: monotonically_increasing_id is not stable
     # if Spark recomputes the plan, so it is checkpointed right away.
-    numbered = _cut(ids.withColumn("vid", F.monotonically_increasing_id()))
+    numbered = cut_lineage(ids.withColumn("vid", F.monotonically_increasing_id()))
     left = numbered.select(F.col("id").alias("src"), F.col("vid").alias("a"))
     right = numbered.select(F.col("id").alias("dst"), F.col("vid").alias("b"))
-    star = _cut(pairs.join(left, "src").join(right, "dst")
+    star = cut_lineage(pairs.join(left, "src").join(right, "dst")
                 .where(F.col("a") != F.col("b"))
                 .select(F.least("a", "b").alias("src"), F.greatest("a", "b").alias("dst"))
                 .distinct())
@@ -360,7 +329,7 @@ def _components_dataframe(ids: DataFrame, pairs: DataFrame, max_iterations: int)
         rounds += 1
         # Cut every round: a round reads its input about nine times, and reading a
         # checkpoint measured several times faster than reading a persisted DataFrame.
-        star = _cut(_small_star(_large_star(star)))
+        star = cut_lineage(_small_star(_large_star(star)))
         log.info("connected components: round %d done", rounds)
     labels = star.select(F.col("dst").alias("vid"), F.col("src").alias("_label"))
     labelled = (numbered.join(labels, "vid", "left")
@@ -533,7 +502,7 @@ def root_to_leaf_paths(spark: SparkSession, edges: DataFrame, *, max_depth: int 
     def walk(table: Any) -> Any:  # a plain one-argument function: applyInArrow reads its arity
         return _paths_table(table, schema=schema, max_depth=max_depth, max_fanout=max_fanout)
 
-    return _cut(_by_component(spark, step, components).groupBy("_bucket")
+    return cut_lineage(_by_component(spark, step, components).groupBy("_bucket")
                 .applyInArrow(walk, schema))
 
 
@@ -642,7 +611,7 @@ def find_cycles(spark: SparkSession, edges: DataFrame, *,
             .where(F.col("child").isNotNull() & F.col("parent").isNotNull()
                    & (F.col("child") != F.col("parent")))
             .distinct())
-    return _cut(_by_component(spark, step, components).groupBy("_bucket")
+    return cut_lineage(_by_component(spark, step, components).groupBy("_bucket")
                 .applyInArrow(_cycles_table, f"id string, {CYCLE_GROUP_COLUMN} string"))
 
 

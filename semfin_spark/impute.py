@@ -45,6 +45,7 @@ from pyspark.sql import functions as F
 from semfin_spark.delta import DeltaStore
 from semfin_spark.features import LEAKAGE_RULES, field_tokens, model_features
 from semfin_spark.schemas import IMPUTE_COLUMNS, MODEL_FIELDS, MODEL_PARENTS
+from semfin_spark.session import cut_lineage
 from semfin_spark.settings import FIELDS, Settings
 from semfin_spark.classifier import POOLED_CLASS, declared_labels, score
 from semfin_spark.neighbourhood import VOTE_COL, field_vote, lineage_pairs, neighbour_votes, with_vote
@@ -196,8 +197,7 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             tokens = todo.join(field_tokens(bag, name), "model_id", "left")
             # Cut from its plan (not persisted), so releasing todo below leaves it whole:
             # Spark rebuilds any cached plan that depends on one being uncached.
-            scored = _scored_rows(tokens, model, threshold, model_name, version, run_id) \
-                .localCheckpoint(eager=True)
+            scored = cut_lineage(_scored_rows(tokens, model, threshold, model_name, version, run_id))
             counts = scored.agg(F.count("imputed_value").alias("imputed")).first()
             todo.unpersist()  # scored holds what is left to write, without the tokens
             outcome.imputed = int(counts["imputed"])

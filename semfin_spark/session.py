@@ -24,8 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from pyspark import SparkConf, SparkContext
-from pyspark.sql import SparkSession
+from pyspark import SparkConf, SparkContext, StorageLevel
+from pyspark.sql import DataFrame, SparkSession
 
 from semfin_spark.jars import DELTA_SQL_CONF, cached_jars
 from semfin_spark.settings import Settings
@@ -158,3 +158,38 @@ def _set_checkpoint_dir(spark: SparkSession, warehouse: str) -> None:
             spark.sparkContext.setCheckpointDir(f"{warehouse.rstrip('/')}/_checkpoints")
     except Exception as exc:  # noqa: BLE001 - read-only or unreachable: run without
         log.warning("no checkpoint folder in the warehouse (%s); using local checkpoints", exc)
+
+
+def checkpoint_dir(spark: SparkSession) -> str | None:
+    """The session's checkpoint folder (:func:`_set_checkpoint_dir`), None without one."""
+    try:
+        return spark.sparkContext.getCheckpointDir()
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
+        return None
+
+
+def _reliable_checkpoints(spark: SparkSession) -> bool:
+    """Reliable checkpoints on a cluster with a checkpoint folder; local ones otherwise.
+
+    In local mode the driver is the only executor: a local checkpoint is as safe as a
+    reliable one, and costs one job instead of two (count, then write the files).
+    """
+    try:
+        local = spark.sparkContext.master.startswith("local")
+    except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext to ask
+        return False
+    return not local and bool(checkpoint_dir(spark))
+
+
+def cut_lineage(df: DataFrame) -> DataFrame:
+    """Materialise ``df`` now and drop its lineage: iterative plans stay small, and frames
+    built on a deep plan are not planned with it again. A reliable checkpoint in the
+    warehouse on a cluster (a lost executor loses nothing), a local one in local mode."""
+    if not _reliable_checkpoints(df.sparkSession):
+        return df.localCheckpoint(eager=True)
+    # A reliable checkpoint computes its input twice (count, then write) unless cached.
+    df.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return df.checkpoint(eager=True)
+    finally:
+        df.unpersist()

@@ -210,6 +210,7 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     """
     from semfin_spark.features import field_tokens, model_features
     from semfin_spark.neighbourhood import field_vote, lineage_pairs, neighbour_votes, with_vote
+    from semfin_spark.session import cut_lineage
 
     features = model_features(store).persist(StorageLevel.MEMORY_AND_DISK)
     cached = [features]
@@ -222,7 +223,7 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         # with it again, and this one is deep. Evaluate's votes, cut the same way, took 6 s
         # a field off the trees' evaluate; here the trees' train took 48.4 and 49.5 s
         # against 49.6 and 52.9 s persisted.
-        votes = neighbour_votes(lineage_pairs(store.read(MODEL_PARENTS)), known).localCheckpoint(eager=True)
+        votes = cut_lineage(neighbour_votes(lineage_pairs(store.read(MODEL_PARENTS)), known))
     fitted: dict[str, FieldModel] = {}
     skipped: dict[str, str] = {}
     try:
