@@ -79,12 +79,20 @@ from semfin_spark.delta import DeltaStore
 from semfin_spark.name_match import (
     MODEL_PREDICTION_COL, NAME_MATCH_FIELDS, RULE_CONFIDENCE_COL, NameMatch, fit_name_match,
 )
+from semfin_spark.features import has_config, without_config
 from semfin_spark.neighbourhood import (
-    BINS, VOTE_COL, VOTE_CONFIDENCE_COL, VOTE_PREDICTION_COL, NeighbourVote, fit_vote, is_vote_stage,
+    BINS, CONFIGLESS_COL, VOTE_COL, VOTE_CONFIDENCE_COL, VOTE_PREDICTION_COL, NeighbourVote, fit_vote,
+    is_vote_stage,
 )
 from semfin_spark.schemas import MODEL_FIELDS
 from semfin_spark.settings import FIELDS, Settings, TrainSettings
 
+
+CONFIG_FIELDS = ("model_type",)
+"""Fields read from config.json: no model without one declares them, so every model they
+are missing from carries none, unlike every validation model. Their relatives' vote gets
+a second threshold for models without a config, chosen on copies of the validation models
+without their config (:func:`_without_configs`)."""
 
 POOLED_CLASS = "__other__"
 """The class that pools labels rarer than ``train.min_class_support``; never a value to write."""
@@ -291,6 +299,10 @@ class FieldModel:
         vote: when the relatives' vote replaces the classifier's answer
             (:mod:`semfin_spark.neighbourhood`), the last stage of ``model``; None when
             the training data had no vote column or no validation model had a vote.
+        configless_vote: for a field of :data:`CONFIG_FIELDS`, the vote for models
+            without a config.json (:func:`~semfin_spark.features.has_config`: adapters,
+            GGUF repos), fitted on the validation models with their config tokens removed
+            (:func:`_without_configs`); None: every model follows ``vote``.
     """
 
     field: str
@@ -306,6 +318,7 @@ class FieldModel:
     name_match: NameMatch | None = None
     vote: NeighbourVote | None = None
     n_fit: int = 0
+    configless_vote: NeighbourVote | None = None
 
     @property
     def vocabulary(self) -> list[str]:
@@ -371,11 +384,12 @@ def _never_pooled(classifier: Any, classes: Sequence[str]) -> Any:
 def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequence[str],
                       classes: Sequence[str], pooled: Mapping[str, int], t: TrainSettings,
                       seed: int, name_match: bool = False, with_vote: bool = False,
-                      ) -> tuple[dict[str, dict[str, float]], dict[str, Metrics], dict[str, Any]]:
+                      configless: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, Metrics], dict[str, Any]]:
     """Fit each family on ``fit_part``, score it on ``val_part``: per family the summary
     figures, the full :class:`Metrics` and (``with_vote``: ``val_part`` has
     :data:`~semfin_spark.neighbourhood.VOTE_COL`) the counts the vote is fitted on
-    (:func:`~semfin_spark.neighbourhood.fit_vote`).
+    (:func:`~semfin_spark.neighbourhood.fit_vote`), and (``configless``) those of the
+    validation models' copies without a config (:func:`_without_configs`).
 
     The fit side is indexed with the classes it holds, not all of ``classes``: Spark ML's
     naive Bayes numbers the classes it sees 0..k-1, so a class whose every model fell on
@@ -391,7 +405,8 @@ def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequen
     indexed = fit_part.withColumn(_LABEL_INDEX, true_index)
     vectors = _vectorizer(t).fit(indexed)
     fit_vec = vectors.transform(indexed).persist(StorageLevel.MEMORY_AND_DISK)
-    val_vec = vectors.transform(val_part).persist(StorageLevel.MEMORY_AND_DISK)
+    val_vec = vectors.transform(_without_configs(val_part) if with_vote and configless else val_part) \
+        .persist(StorageLevel.MEMORY_AND_DISK)
     rule = fit_name_match(fit_part) if name_match else None
     to_label = IndexToString(inputCol=_INDEX_COL, labels=fit_classes,
                              outputCol=MODEL_PREDICTION_COL if rule else PREDICTION_COL)
@@ -417,18 +432,39 @@ def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequen
     return validation, metrics, vote_cells
 
 
+def _without_configs(val_part: DataFrame) -> DataFrame:
+    """The validation models, then a copy of each one with its config tokens removed
+    (:func:`~semfin_spark.features.without_config`), marked by
+    :data:`~semfin_spark.neighbourhood.CONFIGLESS_COL`.
+
+    The models a field of :data:`CONFIG_FIELDS` is missing from are not like those that
+    declare it: a model lacks ``model_type`` exactly when it carries no config.json (the
+    type is read from it), while every validation model carries one. Answering the copies
+    tells how the classifier and the vote do without a config, and so when the vote
+    should answer for an adapter or a GGUF repo.
+    """
+    real = val_part.withColumn(CONFIGLESS_COL, F.lit(False))
+    copies = (val_part.where(has_config(F.col("tokens")))
+              .withColumn("tokens", without_config(F.col("tokens")))
+              .withColumn(CONFIGLESS_COL, F.lit(True)))
+    return real.unionByName(copies)
+
+
 def _validation_counts(scored: DataFrame, true_index: Any, with_vote: bool,
                        ) -> tuple[dict[tuple[str, str | None], int],
-                                  dict[tuple[int, bool, bool, bool], int], float]:
+                                  dict[bool, dict[tuple[int, bool, bool, bool], int]], float]:
     """What a family's validation needs, from one aggregation of its scored validation side
     (the driver gets one row per confusion cell, confidence bin and vote outcome):
 
-    * the confusion cells ``{(true, predicted): models}`` (:func:`metrics_from_confusion`);
+    * the confusion cells ``{(true, predicted): models}`` (:func:`metrics_from_confusion`)
+      of the validation models (not of the copies of :func:`_without_configs`);
     * with ``with_vote``, the vote's cells ``{(confidence bin, has a vote, classifier
-      right, vote right): models}`` (:func:`~semfin_spark.neighbourhood.fit_vote`), else
-      an empty dict;
+      right, vote right): models}`` (:func:`~semfin_spark.neighbourhood.fit_vote`):
+      under ``False`` the validation models', under ``True`` the copies' (when ``scored``
+      has them); else an empty dict;
     * the mean log loss, -log p(true class) with p clipped at :data:`LOG_LOSS_FLOOR` (a
-      label the fit side never saw has p = 0); NaN without validation models.
+      label the fit side never saw has p = 0), of the validation models; NaN without
+      validation models.
     """
     p = F.element_at(vector_to_array("probability"), true_index.cast("int") + F.lit(1))
     loss = -F.log(F.greatest(F.coalesce(p, F.lit(0.0)), F.lit(LOG_LOSS_FLOOR)))
@@ -440,16 +476,19 @@ def _validation_counts(scored: DataFrame, true_index: Any, with_vote: bool,
         keys += [F.least(F.floor(F.coalesce(conf, F.lit(0.0)) * BINS), F.lit(BINS - 1)).cast("int").alias("b"),
                  F.col(VOTE_COL).isNotNull().alias("has"),
                  F.coalesce(F.col(VOTE_COL) == F.col("label"), F.lit(False)).alias("vote")]
-    rows = scored.groupBy(*keys).agg(F.count("*").alias("n"), F.sum(loss).alias("loss")).collect()
+    copy = F.col(CONFIGLESS_COL) if CONFIGLESS_COL in scored.columns else F.lit(False)
+    rows = scored.groupBy(*keys, copy.alias("c")).agg(F.count("*").alias("n"), F.sum(loss).alias("loss")).collect()
     confusion: dict[tuple[str, str | None], int] = {}
-    cells: dict[tuple[int, bool, bool, bool], int] = {}
+    cells: dict[bool, dict[tuple[int, bool, bool, bool], int]] = {False: {}, True: {}} if with_vote else {}
+    real = [r for r in rows if not r["c"]]
     for r in rows:
-        confusion[(r["t"], r["p"])] = confusion.get((r["t"], r["p"]), 0) + r["n"]
+        if not r["c"]:
+            confusion[(r["t"], r["p"])] = confusion.get((r["t"], r["p"]), 0) + r["n"]
         if with_vote:
             key = (r["b"], r["has"], r["p"] is not None and r["p"] == r["t"], r["vote"])
-            cells[key] = cells.get(key, 0) + r["n"]
-    n = sum(r["n"] for r in rows)
-    log_loss = _r(sum(r["loss"] for r in rows) / n) if n else float("nan")
+            cells[r["c"]][key] = cells[r["c"]].get(key, 0) + r["n"]
+    n = sum(r["n"] for r in real)
+    log_loss = _r(sum(r["loss"] for r in real) / n) if n else float("nan")
     return confusion, cells, log_loss
 
 
@@ -518,7 +557,7 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
         with_rule = field in NAME_MATCH_FIELDS
         validation, metrics, vote_cells = _compare_families(
             fit_part, val_part, families, classes, pooled, t, seed, name_match=with_rule,
-            with_vote=with_vote)
+            with_vote=with_vote, configless=field in CONFIG_FIELDS)
         # Best validation accuracy; then the lower log loss (the confidence gates imputation,
         # so the better calibrated family wins a tie); then FAMILIES order (simplest first).
         best = max(families, key=lambda f: (validation[f]["accuracy"], -validation[f]["log_loss"],
@@ -548,15 +587,18 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
     # test limits that, not removes it. The validation models' votes are the caller's:
     # evaluate computes them without the validation side's labels (held_out), as the test
     # models' without the test side's.
-    vote = fit_vote(vote_cells[best]) if with_vote else None
+    vote = fit_vote(vote_cells[best][False]) if with_vote else None
+    # Models without a config (for model_type: every model the field is missing from)
+    # get a vote chosen on models without one: the copies of _without_configs.
+    configless_vote = fit_vote(vote_cells[best][True]) if vote and field in CONFIG_FIELDS else None
     if vote:
-        stages.append(vote.stage())
+        stages.append(vote.stage(configless_vote))
     return FieldModel(field=field, family=best, model=PipelineModel(stages=stages), classes=classes,
                       class_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
                       pooled=dict(sorted(pooled.items())), n_train=n_train,
                       validation=validation, validation_metrics=metrics[best],
                       seconds=round(time.time() - started, 3), name_match=rule, vote=vote,
-                      n_fit=n_fit)
+                      n_fit=n_fit, configless_vote=configless_vote)
 
 
 def capped(data: DataFrame, counts: Mapping[str, int], cap: int,
@@ -643,15 +685,16 @@ def score(model: FieldModel | PipelineModel, df: DataFrame) -> DataFrame:
     stages = list(pipeline.stages)
     vote_stage = stages.pop() if stages and is_vote_stage(stages[-1]) else None
     vote = F.col(VOTE_COL) if VOTE_COL in df.columns else F.lit(None).cast("string")
-    tokens = df.select("model_id", F.coalesce(F.col("tokens"), F.array().cast("array<string>")).alias("tokens"),
-                       vote.alias(VOTE_COL))
+    bag = F.coalesce(F.col("tokens"), F.array().cast("array<string>"))
+    tokens = df.select("model_id", bag.alias("tokens"), vote.alias(VOTE_COL),
+                       (~has_config(bag)).alias(CONFIGLESS_COL))
     scored = PipelineModel(stages=stages).transform(tokens) if vote_stage else pipeline.transform(tokens)
     conf = confidence()
     if RULE_CONFIDENCE_COL in scored.columns:  # a name-match pipeline (model_type)
         conf = F.coalesce(F.col(RULE_CONFIDENCE_COL), conf)
-    scored = scored.select("model_id", PREDICTION_COL, conf.alias("confidence"), VOTE_COL)
+    scored = scored.select("model_id", PREDICTION_COL, conf.alias("confidence"), VOTE_COL, CONFIGLESS_COL)
     if vote_stage is None:
-        return scored.drop(VOTE_COL)
+        return scored.drop(VOTE_COL, CONFIGLESS_COL)
     return vote_stage.transform(scored).select(
         "model_id", F.coalesce(VOTE_PREDICTION_COL, PREDICTION_COL).alias(PREDICTION_COL),
         F.coalesce(VOTE_CONFIDENCE_COL, "confidence").alias("confidence"))

@@ -51,7 +51,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
-from semfin_spark.features import field_tokens, model_features
+from semfin_spark.features import field_tokens, has_config, model_features, without_config
 from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_votes, with_vote
 from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
 from semfin_spark.session import cut_lineage
@@ -98,6 +98,9 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
              "fields": {"<field>": {"n_train", "n_test", "n_classes",
                  "methods": {"semfin"|"hub_avg"|"graph_avg": {"accuracy", "macro_f1", "coverage"}},
                  "isolated": {"n_test", "semfin_accuracy", "graph_avg_coverage"},
+                 "configless": {"n_test", "semfin_accuracy", "classifier_accuracy",
+                                "graph_avg_accuracy"},
+                 "neighbour_vote", "configless_vote", "calibration",
                  "family", "n_fit", "validation", "pooled_classes", "test_share",
                  "learning_curve": [{"n_train", "n_test", "family",
                                      "semfin", "hub_avg", "graph_avg"}]}}}
@@ -353,15 +356,57 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
         "validation": fm.validation,
         "n_classes_trained": len(fm.classes),
         "pooled_classes": fm.pooled,
-        "neighbour_vote": ({"threshold": fm.vote.threshold, "confidence": fm.vote.confidence,
-                            **fm.vote.validation} if fm.vote else None),
+        "neighbour_vote": _vote_report(fm.vote),
+        "configless_vote": _vote_report(fm.configless_vote),
+        "configless": _configless(fm, test, graph),
     })
     out["calibration"] = calibration(truth.join(scored_semfin, "model_id", "left"))
     progress(f"evaluate {name}{point}: {n_train} train / {n_test} test, {fm.family}; "
              + ", ".join(f"{m} {v['accuracy']:.4f} (coverage {v['coverage']:.2f})"
                          for m, v in methods.items())
              + f"; ECE {out['calibration']['ece']:.3f}, 95% precision from confidence "
-             + f"{out['calibration']['recommended_threshold']}" + f" ({time.time() - started:.1f} s)")
+             + f"{out['calibration']['recommended_threshold']}"
+             + "; without config: " + ", ".join(f"{k.removesuffix('_accuracy')} {v}"
+                                                for k, v in out["configless"].items())
+             + f" ({time.time() - started:.1f} s)")
+    return out
+
+
+def _vote_report(vote: Any) -> dict[str, Any] | None:
+    return {"threshold": vote.threshold, "confidence": vote.confidence, **vote.validation} if vote else None
+
+
+def _configless(fm: Any, test: DataFrame, graph: DataFrame) -> dict[str, Any]:
+    """How the field is answered for models that carry no config.json, measured on the test
+    models that carry one, their config tokens removed (:func:`~semfin_spark.features.without_config`):
+    ``n_test`` such models, the accuracy of ``semfin`` (with its vote), of the classifier
+    alone (``classifier_accuracy``, no vote) and of ``graph_avg`` (which reads no token)
+    on them.
+
+    The test side holds few models without a config (for ``model_type`` none: the type is
+    read from the config), while most models a field is missing from have none; this is
+    the figure for those.
+    """
+    copies = (test.where(has_config(F.col("tokens")))
+              .withColumn("tokens", without_config(F.col("tokens"))))
+    vote = [VOTE_COL] if VOTE_COL in test.columns else []
+    answers = {"semfin": score(fm, copies.select("model_id", "tokens", *vote)),
+               "classifier": score(fm, copies.select("model_id", "tokens")),
+               "graph_avg": graph}
+    truth = copies.select("model_id", "label")
+    rows = None
+    for method, predicted in answers.items():
+        right = F.coalesce((F.col("prediction") == F.col("label"))
+                           & (F.col("prediction") != POOLED_CLASS), F.lit(False))
+        part = (truth.join(predicted.select("model_id", "prediction"), "model_id", "left")
+                .select(F.lit(method).alias("method"), right.alias("right")))
+        rows = part if rows is None else rows.unionByName(part)
+    counts = {(r["method"], r["right"]): r["n"]
+              for r in rows.groupBy("method", "right").agg(F.count("*").alias("n")).collect()}
+    n = counts.get(("semfin", True), 0) + counts.get(("semfin", False), 0)
+    out: dict[str, Any] = {"n_test": n}
+    for method in answers:
+        out[f"{method}_accuracy"] = _r(counts.get((method, True), 0) / n) if n else None
     return out
 
 

@@ -75,6 +75,13 @@ ARCHITECTURE_PATTERN = (r"^(?:TF|Flax)?([A-Z0-9][A-Za-z0-9_]*?)"
 FEATURE_COLUMNS = ("model_id", "tokens")
 """Columns of :func:`model_features` and :func:`field_tokens`."""
 
+CONFIG_TOKEN_PREFIXES = ("config_key:", "config:", "architecture:", "architecture_head:",
+                         "tag:model_type:")
+"""Tokens only a config.json gives (the type tag is the config's ``model_type`` too)."""
+
+CONFIG_FILE_TOKEN = "file:config.json"
+"""The config file's own token."""
+
 
 @dataclass(frozen=True)
 class LeakageRule:
@@ -301,6 +308,35 @@ def field_tokens(features: DataFrame, field: str) -> DataFrame:
     """
     keep = leakage_filter(field)
     return features.withColumn("tokens", F.filter("tokens", keep))
+
+
+def has_config(tokens: Column) -> Column:
+    """True for a bag of a model that carries a config.json: its file, or (when the files
+    are not known) an architecture, which only a config.json names. Adapters, GGUF repos
+    and diffusers pipelines usually carry none. Config keys alone do not tell: the Hub's
+    summary of a repo without one still has ``tokenizer_config`` or ``diffusers`` keys.
+
+    Examples:
+        >>> df = spark.createDataFrame([(["file:config.json"],), (["architecture:bert"],),
+        ...                             (["config_key:tokenizer_config.eos_token", "file:adapter_config.json"],)],
+        ...                            "tokens array<string>")                   # doctest: +SKIP
+        >>> [r[0] for r in df.select(has_config(F.col("tokens"))).collect()]      # doctest: +SKIP
+        [True, True, False]
+    """
+    return F.exists(tokens, lambda t: (t == CONFIG_FILE_TOKEN) | t.startswith("architecture:"))
+
+
+def without_config(tokens: Column) -> Column:
+    """The bag as if the model had no config.json: without :data:`CONFIG_TOKEN_PREFIXES`
+    tokens and :data:`CONFIG_FILE_TOKEN`. Validation uses it to see how a field is
+    answered for models that carry no config (:mod:`semfin_spark.classifier`)."""
+    def kept(t: Column) -> Column:
+        drop = t == CONFIG_FILE_TOKEN
+        for prefix in CONFIG_TOKEN_PREFIXES:
+            drop = drop | t.startswith(prefix)
+        return ~drop
+
+    return F.filter(tokens, kept)
 
 
 def _rule(field: str) -> LeakageRule:

@@ -55,6 +55,10 @@ VOTE_PREDICTION_COL = "vote_prediction"
 VOTE_CONFIDENCE_COL = "vote_confidence"
 """The confidence of a replaced answer (null elsewhere)."""
 
+CONFIGLESS_COL = "configless"
+"""True for a model whose bag holds no config token (:func:`~semfin_spark.features.has_config`):
+the vote stage reads it to apply the configless models' own threshold."""
+
 STAGE_MARKER = "/* semfin:neighbour-vote */"
 """Marks the vote stage's SQL, so :func:`~semfin_spark.classifier.score` can find it."""
 
@@ -162,14 +166,27 @@ class NeighbourVote:
     confidence: float
     validation: dict[str, float]
 
-    def stage(self) -> SQLTransformer:
+    def stage(self, configless: NeighbourVote | None = None) -> SQLTransformer:
         """The vote as a ``SQLTransformer`` over a scored frame with a ``confidence``
-        column: adds :data:`VOTE_PREDICTION_COL` and :data:`VOTE_CONFIDENCE_COL`."""
-        replaced = f"{VOTE_COL} IS NOT NULL AND confidence < CAST({float(self.threshold)!r} AS DOUBLE)"
+        column: adds :data:`VOTE_PREDICTION_COL` and :data:`VOTE_CONFIDENCE_COL`.
+
+        With ``configless``, a model whose :data:`CONFIGLESS_COL` is true is answered by
+        that vote's threshold and confidence instead (the frame must have the column).
+        """
+        threshold = _double(self.threshold)
+        conf = _double(self.confidence)
+        if configless is not None:
+            threshold = (f"CASE WHEN {CONFIGLESS_COL} THEN {_double(configless.threshold)} "
+                         f"ELSE {threshold} END")
+            conf = f"CASE WHEN {CONFIGLESS_COL} THEN {_double(configless.confidence)} ELSE {conf} END"
+        replaced = f"{VOTE_COL} IS NOT NULL AND confidence < {threshold}"
         return SQLTransformer(statement=(
             f"SELECT {STAGE_MARKER} *, CASE WHEN {replaced} THEN {VOTE_COL} END AS {VOTE_PREDICTION_COL}, "
-            f"CASE WHEN {replaced} THEN CAST({float(self.confidence)!r} AS DOUBLE) END "
-            f"AS {VOTE_CONFIDENCE_COL} FROM __THIS__"))
+            f"CASE WHEN {replaced} THEN {conf} END AS {VOTE_CONFIDENCE_COL} FROM __THIS__"))
+
+
+def _double(x: float) -> str:
+    return f"CAST({float(x)!r} AS DOUBLE)"
 
 
 def is_vote_stage(stage: object) -> bool:

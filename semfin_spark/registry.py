@@ -261,11 +261,12 @@ def _field_metrics(fm: FieldModel) -> dict[str, float]:
         out[f"{fm.field}.name_match_precision"] = fm.name_match.precision
         if fm.name_match.word_labels:
             out[f"{fm.field}.name_match_word_precision"] = fm.name_match.word_precision
-    if fm.vote:
-        out[f"{fm.field}.vote_threshold"] = fm.vote.threshold
-        out[f"{fm.field}.vote_confidence"] = fm.vote.confidence
-        for key, value in fm.vote.validation.items():
-            out[f"{fm.field}.vote_validation_{key}"] = float(value)
+    for prefix, vote in (("vote", fm.vote), ("configless_vote", fm.configless_vote)):
+        if vote:
+            out[f"{fm.field}.{prefix}_threshold"] = vote.threshold
+            out[f"{fm.field}.{prefix}_confidence"] = vote.confidence
+            for key, value in vote.validation.items():
+                out[f"{fm.field}.{prefix}_validation_{key}"] = float(value)
     for family, v in fm.validation.items():
         out[f"{fm.field}.{family}.validation_accuracy"] = v["accuracy"]
         out[f"{fm.field}.{family}.validation_macro_f1"] = v["macro_f1"]

@@ -37,6 +37,8 @@ def _check_shape(report, split, fields):
                 assert set(figures) == METHOD_KEYS
                 assert all(0.0 <= v <= 1.0 for v in figures.values())
             assert set(entry["isolated"]) == {"n_test", "semfin_accuracy", "graph_avg_coverage"}
+            assert set(entry["configless"]) == {"n_test", "semfin_accuracy", "classifier_accuracy",
+                                                "graph_avg_accuracy"}
         else:
             assert entry["skipped"]
 
@@ -205,8 +207,8 @@ def test_random_split_on_trees_uses_the_lineage(spark, trees):
     # The issue's judged case: on the real trees, pipeline_tag lost to graph_avg (0.835
     # against 0.851) until the relatives' vote; the default settings, as a user runs them.
     settings = _settings(trees)
-    report = evaluate(spark, trees, settings, fields=("license", "pipeline_tag"), split="random",
-                      test_fraction=0.2, seed=0, progress=quiet)
+    report = evaluate(spark, trees, settings, fields=("license", "pipeline_tag", "model_type"),
+                      split="random", test_fraction=0.2, seed=0, progress=quiet)
     for name in ("license", "pipeline_tag"):
         field = report["fields"][name]
         assert field["methods"]["graph_avg"]["coverage"] > 0.9
@@ -216,6 +218,18 @@ def test_random_split_on_trees_uses_the_lineage(spark, trees):
         assert vote["with_vote"] > 0.9 * vote["n"]   # nearly every trees model has relatives
         assert vote["accuracy"] >= vote["accuracy_alone"]
     assert report["fields"]["pipeline_tag"]["neighbour_vote"]["replaced"] > 0
+    # model_type is read from config.json, so every model it is missing from has none:
+    # answered without their configs, the test models get their relatives' type where
+    # the classifier is unsure, and beat both the classifier alone and graph_avg
+    mt = report["fields"]["model_type"]
+    assert mt["neighbour_vote"]["threshold"] == 0.0 < mt["configless_vote"]["threshold"]
+    assert mt["configless_vote"]["won"] > mt["configless_vote"]["lost"]
+    without = mt["configless"]
+    assert without["n_test"] == mt["n_test"]   # every labelled model carries a config
+    assert without["semfin_accuracy"] > without["classifier_accuracy"]
+    assert without["semfin_accuracy"] > without["graph_avg_accuracy"]
+    # the other fields keep one threshold for every model
+    assert report["fields"]["license"]["configless_vote"] is None
     # the calibration: bins hold every covered test model; thresholds are cumulative
     cal = report["fields"]["pipeline_tag"]["calibration"]
     n_test = report["fields"]["pipeline_tag"]["n_test"]

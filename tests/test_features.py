@@ -7,7 +7,7 @@ import math
 import pytest
 
 from semfin_spark.features import (
-    LEAKAGE_RULES, field_tokens, leakage_table, token_bags,
+    LEAKAGE_RULES, field_tokens, has_config, leakage_table, token_bags, without_config,
 )
 from semfin_spark.schemas import CONFIG_FEATURES, HUB_MODELS, MODEL_FIELDS, MODEL_FILES, MODEL_TAGS
 from semfin_spark.settings import FIELDS
@@ -119,6 +119,28 @@ def test_tag_file_and_repo_tokens(tokens):
             "file_ext:json", "file_kind:weights", "file_kind:adapter"} <= t
     assert {"author:acme", "name:bert", "name:base", "name:finetuned", "name:sst2", "name:sst"} <= t
     assert not any(x.startswith("author:") for x in tokens["gpt2"])  # legacy id: no owner
+
+
+def test_a_bag_without_its_config_is_what_a_configless_repo_carries(spark, features, tokens):
+    from pyspark.sql import functions as F
+
+    bags = features.select("model_id", has_config(F.col("tokens")).alias("has"),
+                           without_config(F.col("tokens")).alias("stripped"))
+    got = {r.model_id: (r.has, set(r.stripped)) for r in bags.collect()}
+    # an architecture names a config.json (gpt2's files are not known); a bare repo has none
+    assert got["acme/Bert-Base-Finetuned-SST2"][0] and got["gpt2"][0] and not got["solo/empty"][0]
+    before = set(tokens["acme/Bert-Base-Finetuned-SST2"])
+    stripped = got["acme/Bert-Base-Finetuned-SST2"][1]
+    assert stripped == {t for t in before if not t.startswith(("config", "architecture", "tag:model_type:"))}
+    assert {"tag:license:mit", "file:adapter_config.json", "name:bert"} <= stripped
+    # the Hub's summary of a repo without config.json still has config keys: not a config
+    summary = spark.createDataFrame(
+        [(["config_key:tokenizer_config.eos_token", "file:adapter_config.json"],),
+         (["file:config.json", "file:model.safetensors"],)], "tokens array<string>")
+    rows = summary.select(has_config(F.col("tokens")).alias("has"),
+                          without_config(F.col("tokens")).alias("stripped")).collect()
+    assert [r.has for r in rows] == [False, True]
+    assert rows[1].stripped == ["file:model.safetensors"]
 
 
 LEAKS = {

@@ -105,3 +105,22 @@ def test_the_vote_stage_replaces_low_confidence_answers(spark):
         "model_id", F.coalesce("vote_prediction", "prediction").alias("p"),
         F.coalesce("vote_confidence", "confidence").alias("c")).collect()}
     assert got == {"low": ("y", 0.7), "high": ("x", 0.9), "none": ("x", 0.2), "agrees": ("y", 0.7)}
+
+
+def test_models_without_a_config_follow_their_own_threshold(spark):
+    from pyspark.sql import functions as F
+
+    from semfin_spark.neighbourhood import CONFIGLESS_COL
+
+    vote = NeighbourVote(threshold=0.0, confidence=0.9, validation={})
+    configless = NeighbourVote(threshold=0.7, confidence=0.97, validation={})
+    scored = spark.createDataFrame(
+        [("with-config", "x", 0.4, "y", False), ("adapter", "x", 0.4, "y", True),
+         ("sure-adapter", "x", 0.8, "y", True)],
+        f"model_id string, prediction string, confidence double, {VOTE_COL} string, {CONFIGLESS_COL} boolean")
+    stage = vote.stage(configless)
+    assert is_vote_stage(stage)
+    got = {r["model_id"]: (r["p"], r["c"]) for r in stage.transform(scored).select(
+        "model_id", F.coalesce("vote_prediction", "prediction").alias("p"),
+        F.coalesce("vote_confidence", "confidence").alias("c")).collect()}
+    assert got == {"with-config": ("x", 0.4), "adapter": ("y", 0.97), "sure-adapter": ("x", 0.8)}

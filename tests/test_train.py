@@ -182,6 +182,10 @@ def test_a_registered_model_loads_back_and_predicts_the_same(spark, trees, train
         before = {r.model_id: (r.prediction, r.confidence) for r in score(fitted[name], tokens).collect()}
         after = {r.model_id: (r.prediction, r.confidence) for r in score(loaded, tokens).collect()}
         assert len(before) == 1983 and before == after
+    # model_type's models without a config (every model missing a type) have a vote of their own
+    configless = fitted["model_type"].configless_vote
+    assert configless is not None and configless.threshold > fitted["model_type"].vote.threshold
+    assert fitted["license"].configless_vote is None
 
 
 def test_train_logs_lr_with_its_pooled_threshold_and_skips_fields_without_labels(
