@@ -546,7 +546,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 def _run_stage(args: argparse.Namespace, settings: Settings) -> int:
     from semfin_spark.delta import ConcurrentWriteError, DeltaError, DeltaStore
     from semfin_spark.hub_crawl import HubCrawlError
-    from semfin_spark.session import build_session
+    from semfin_spark.session import build_session, release_checkpoints
 
     from semfin_spark.jars import JarsError
 
@@ -577,6 +577,7 @@ def _run_stage(args: argparse.Namespace, settings: Settings) -> int:
         _error(args.stage, exc)
         return EXIT_USAGE
     finally:
+        release_checkpoints(spark)
         spark.stop()
 
 

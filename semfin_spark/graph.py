@@ -32,8 +32,9 @@ Implementation details:
     sets one in the warehouse), else
     ``localCheckpoint`` (in local mode it is as safe, and one job cheaper). Returned
     DataFrames read those materialised pieces, so using them twice computes nothing again.
-    Reliable checkpoint files stay in the checkpoint folder unless
-    ``spark.cleaner.referenceTracking.cleanCheckpoints`` is on.
+    Reliable checkpoint files stay in the checkpoint folder until the stage ends
+    (:func:`semfin_spark.session.release_checkpoints`; the nightly's upkeep clears what a
+    killed run left).
 """
 
 from __future__ import annotations

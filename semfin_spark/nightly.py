@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from semfin_spark.delta import DeltaStore
 from semfin_spark.runs import RunLog, stage_runner
 from semfin_spark.schemas import INGEST_REJECTS, TABLES
+from semfin_spark.session import clear_stale_checkpoints
 from semfin_spark.settings import Settings
 
 
@@ -133,9 +134,11 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
         result.stages[name] = figures if figures is not None else {"skipped": "done before"}
     # A resumed run cannot know what the killed attempt wrote: it tidies every table.
     written = [n for n in TABLES if log.resumed or store.version(n) != versions_before[n]]
-    result.stages["upkeep"] = run("upkeep", lambda: maintain_tables(
-        store, written, retention_hours=settings.delta.vacuum_retention_hours,
-        progress=progress)) or {}
+    result.stages["upkeep"] = run("upkeep", lambda: {
+        **maintain_tables(store, written, retention_hours=settings.delta.vacuum_retention_hours,
+                          progress=progress),
+        # Killed runs' checkpoint folders, as old as the files VACUUM deletes.
+        "checkpoints_removed": clear_stale_checkpoints(spark, settings.delta.vacuum_retention_hours)}) or {}
     result.tables = warehouse_summary(store)
     if store.exists(INGEST_REJECTS):
         result.rejects_by_reason = {r[0]: r[1] for r in store.read(INGEST_REJECTS)

@@ -22,7 +22,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from pyspark import SparkConf, SparkContext, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -166,6 +168,63 @@ def checkpoint_dir(spark: SparkSession) -> str | None:
         return spark.sparkContext.getCheckpointDir()
     except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
         return None
+
+
+def _file_system(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    """Hadoop's file system of ``path`` (local, HDFS, S3, ...) and the path, through the JVM."""
+    jvm = spark.sparkContext._jvm  # noqa: SLF001
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath  # noqa: SLF001
+
+
+def release_checkpoints(spark: SparkSession) -> None:
+    """Delete this application's checkpoint folder (``<warehouse>/_checkpoints/<uuid>``,
+    one per Spark application) when its stage ends: the checkpoints only serve plans of
+    the stage that wrote them. Spark does not delete them itself (its cleaner only does
+    with ``spark.cleaner.referenceTracking.cleanCheckpoints``, and never the folder), so
+    every run left a folder, and on a cluster its files. A failure to delete is logged:
+    :func:`clear_stale_checkpoints` gets the folder later."""
+    folder = checkpoint_dir(spark)
+    if not folder:
+        return
+    try:
+        fs, path = _file_system(spark, folder)
+        if fs.exists(path):
+            fs.delete(path, True)
+    except Exception as exc:  # noqa: BLE001 - tidying: the stage's work is done
+        log.warning("could not delete the checkpoint folder %s: %s", folder, exc)
+
+
+def clear_stale_checkpoints(spark: SparkSession, older_than_hours: float) -> int:
+    """Delete the folders of ``<warehouse>/_checkpoints`` left by other applications (a
+    killed or failed run, which :func:`release_checkpoints` did not reach) when nothing in
+    them changed for ``older_than_hours``; this application's folder is kept. A folder in
+    use by a running job is younger than that.
+
+    Returns:
+        The folders deleted.
+    """
+    current = checkpoint_dir(spark)
+    if not current:
+        return 0
+    fs, mine = _file_system(spark, current)
+    root = mine.getParent()
+    if not fs.exists(root):
+        return 0
+    limit = time.time() * 1000 - older_than_hours * 3_600_000
+    removed = 0
+    for status in fs.listStatus(root):
+        path = status.getPath()
+        if not status.isDirectory() or path.getName() == mine.getName():
+            continue
+        newest = status.getModificationTime()
+        files = fs.listFiles(path, True)
+        while files.hasNext():
+            newest = max(newest, files.next().getModificationTime())
+        if newest < limit:
+            fs.delete(path, True)
+            removed += 1
+    return removed
 
 
 def _reliable_checkpoints(spark: SparkSession) -> bool:

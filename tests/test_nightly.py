@@ -24,6 +24,7 @@ def test_every_stage_ran_and_wrote_its_tables(nightly_run):
 
     upkeep = dict(result.stages["upkeep"])
     assert upkeep.pop("vacuumed") == []
+    assert upkeep.pop("checkpoints_removed") == 0
     assert {"hub_models", "model_fields", "lineage_chains"} <= set(upkeep)
     for name, done in upkeep.items():
         if name != "runs":  # runs gains rows after the upkeep
@@ -116,3 +117,31 @@ def test_report_matches_what_the_generator_planted(nightly_run):
     sizes = collections.Counter(independent_components(linked, edges).values())
     assert report["components"] == len(sizes)
     assert report["largest_component"] == max(sizes.values())
+
+
+def test_a_stage_releases_its_checkpoints_and_the_upkeep_clears_killed_runs(spark):
+    import os
+    import time
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    from semfin_spark.session import checkpoint_dir, clear_stale_checkpoints, release_checkpoints
+
+    mine = Path(urlparse(checkpoint_dir(spark)).path)
+    spark.range(10).checkpoint(eager=True)            # a reliable checkpoint: files in mine
+    assert any(p.is_file() for p in mine.rglob("*"))
+    old = time.time() - 48 * 3600
+    killed, running, empty = (mine.parent / n for n in ("killed-run", "running-job", "empty-old"))
+    for folder in (killed / "rdd-3", running / "rdd-7", empty):
+        folder.mkdir(parents=True)
+    for folder in (killed, running):
+        (next(folder.iterdir()) / "part-00000").write_bytes(b"x")
+    for path in (*killed.rglob("*"), killed, empty):
+        os.utime(path, (old, old))
+    os.utime(mine, (old, old))                        # this application's folder is never stale
+    assert clear_stale_checkpoints(spark, 24) == 2
+    assert not killed.exists() and not empty.exists() and running.exists() and mine.exists()
+    release_checkpoints(spark)
+    assert not mine.exists()
+    assert spark.range(5).checkpoint(eager=True).count() == 5   # the folder comes back when needed
+    assert clear_stale_checkpoints(spark, 0) == 1 and not running.exists()
