@@ -99,7 +99,8 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                  "methods": {"semfin"|"hub_avg"|"graph_avg": {"accuracy", "macro_f1", "coverage"}},
                  "isolated": {"n_test", "semfin_accuracy", "graph_avg_coverage"},
                  "configless": {"n_test", "semfin_accuracy", "classifier_accuracy",
-                                "graph_avg_accuracy"},
+                                "graph_avg_accuracy", "imputed_coverage", "imputed_precision",
+                                "calibration"},
                  "neighbour_vote", "configless_vote", "calibration",
                  "family", "n_fit", "validation", "pooled_classes", "test_share",
                  "learning_curve": [{"n_train", "n_test", "family",
@@ -358,7 +359,8 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
         "pooled_classes": fm.pooled,
         "neighbour_vote": _vote_report(fm.vote),
         "configless_vote": _vote_report(fm.configless_vote),
-        "configless": _configless(fm, test, graph),
+        "configless": _configless(fm, test, graph,
+                                  float(settings.impute.confidence_threshold.get(name, 0.5))),
     })
     out["calibration"] = calibration(truth.join(scored_semfin, "model_id", "left"))
     progress(f"evaluate {name}{point}: {n_train} train / {n_test} test, {fm.family}; "
@@ -367,7 +369,8 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
              + f"; ECE {out['calibration']['ece']:.3f}, 95% precision from confidence "
              + f"{out['calibration']['recommended_threshold']}"
              + "; without config: " + ", ".join(f"{k.removesuffix('_accuracy')} {v}"
-                                                for k, v in out["configless"].items())
+                                                for k, v in out["configless"].items()
+                                                if k != "calibration")
              + f" ({time.time() - started:.1f} s)")
     return out
 
@@ -376,12 +379,15 @@ def _vote_report(vote: Any) -> dict[str, Any] | None:
     return {"threshold": vote.threshold, "confidence": vote.confidence, **vote.validation} if vote else None
 
 
-def _configless(fm: Any, test: DataFrame, graph: DataFrame) -> dict[str, Any]:
+def _configless(fm: Any, test: DataFrame, graph: DataFrame, threshold: float) -> dict[str, Any]:
     """How the field is answered for models that carry no config.json, measured on the test
     models that carry one, their config tokens removed (:func:`~semfin_spark.features.without_config`):
     ``n_test`` such models, the accuracy of ``semfin`` (with its vote), of the classifier
     alone (``classifier_accuracy``, no vote) and of ``graph_avg`` (which reads no token)
-    on them.
+    on them; and of ``semfin``'s answers at or above ``threshold`` (the field's
+    ``impute.confidence_threshold``: what impute would write), the share
+    (``imputed_coverage``) and the precision (``imputed_precision``, None without any);
+    ``calibration`` (:func:`calibration`) of ``semfin``'s answers.
 
     The test side holds few models without a config (for ``model_type`` none: the type is
     read from the config), while most models a field is missing from have none; this is
@@ -398,15 +404,29 @@ def _configless(fm: Any, test: DataFrame, graph: DataFrame) -> dict[str, Any]:
     for method, predicted in answers.items():
         right = F.coalesce((F.col("prediction") == F.col("label"))
                            & (F.col("prediction") != POOLED_CLASS), F.lit(False))
-        part = (truth.join(predicted.select("model_id", "prediction"), "model_id", "left")
-                .select(F.lit(method).alias("method"), right.alias("right")))
+        sure = (F.col("confidence") >= threshold) if method == "semfin" else F.lit(False)
+        part = (truth.join(predicted, "model_id", "left")
+                .select(F.lit(method).alias("method"), right.alias("right"),
+                        F.coalesce(sure & (F.col("prediction") != POOLED_CLASS), F.lit(False)).alias("sure")))
         rows = part if rows is None else rows.unionByName(part)
-    counts = {(r["method"], r["right"]): r["n"]
-              for r in rows.groupBy("method", "right").agg(F.count("*").alias("n")).collect()}
-    n = counts.get(("semfin", True), 0) + counts.get(("semfin", False), 0)
+    counts = {(r["method"], r["right"], r["sure"]): r["n"] for r in
+              rows.groupBy("method", "right", "sure").agg(F.count("*").alias("n")).collect()}
+
+    def count(method: str, right: bool | None = None, sure: bool | None = None) -> int:
+        return sum(n for (m, r, s), n in counts.items()
+                   if m == method and right in (None, r) and sure in (None, s))
+
+    n = count("semfin")
     out: dict[str, Any] = {"n_test": n}
     for method in answers:
-        out[f"{method}_accuracy"] = _r(counts.get((method, True), 0) / n) if n else None
+        out[f"{method}_accuracy"] = _r(count(method, right=True) / n) if n else None
+    imputed = count("semfin", sure=True)
+    out["imputed_coverage"] = _r(imputed / n) if n else None
+    out["imputed_precision"] = _r(count("semfin", right=True, sure=True) / imputed) if imputed else None
+    semfin = answers["semfin"].select(
+        "model_id", F.when(F.col("prediction") != POOLED_CLASS, F.col("prediction")).alias("prediction"),
+        "confidence")
+    out["calibration"] = calibration(truth.join(semfin, "model_id", "left"))
     return out
 
 
