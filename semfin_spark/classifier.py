@@ -433,8 +433,8 @@ def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequen
 
 
 def _without_configs(val_part: DataFrame) -> DataFrame:
-    """The validation models, then a copy of each one with its config tokens removed
-    (:func:`~semfin_spark.features.without_config`), marked by
+    """The validation models, then a copy of each one that carries a config, its config
+    tokens removed (:func:`~semfin_spark.features.without_config`), marked by
     :data:`~semfin_spark.neighbourhood.CONFIGLESS_COL`.
 
     The models a field of :data:`CONFIG_FIELDS` is missing from are not like those that

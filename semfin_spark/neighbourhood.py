@@ -56,8 +56,8 @@ VOTE_CONFIDENCE_COL = "vote_confidence"
 """The confidence of a replaced answer (null elsewhere)."""
 
 CONFIGLESS_COL = "configless"
-"""True for a model whose bag holds no config token (:func:`~semfin_spark.features.has_config`):
-the vote stage reads it to apply the configless models' own threshold."""
+"""True for a model whose bag names no config.json (:func:`~semfin_spark.features.has_config`
+false): the vote stage reads it to apply the configless models' own threshold."""
 
 STAGE_MARKER = "/* semfin:neighbour-vote */"
 """Marks the vote stage's SQL, so :func:`~semfin_spark.classifier.score` can find it."""
