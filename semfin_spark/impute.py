@@ -177,7 +177,10 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                 todo = todo.where(F.col("features_hash").isNull()
                                   | ~F.col("features_hash").eqNullSafe(F.col("_hash"))
                                   | ~F.col("imputed_model").eqNullSafe(F.lit(model_name))
-                                  | ~F.col("imputed_model_version").eqNullSafe(F.lit(version)))
+                                  | ~F.col("imputed_model_version").eqNullSafe(F.lit(version))
+                                  # a raised threshold: values it no longer allows are emptied
+                                  | (F.col("imputed_value").isNotNull()
+                                     & (F.col("imputed_confidence") < F.lit(threshold))))
             todo = todo.persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(todo)
             outcome.missing = rows.count()

@@ -106,7 +106,7 @@ def test_a_second_run_writes_nothing_and_a_new_model_version_rescores(spark, hub
         .select("imputed_model_version").distinct().collect()[0][0] == "2"
 
 
-def test_threshold_above_one_imputes_nothing_but_keeps_confidences(spark, hub, tmp_path):
+def test_a_raised_threshold_empties_the_values_below_it_and_keeps_confidences(spark, hub, tmp_path):
     import shutil
 
     root, settings, store, _, _, _ = hub
@@ -115,6 +115,14 @@ def test_threshold_above_one_imputes_nothing_but_keeps_confidences(spark, hub, t
     strict = settings.replace(warehouse=str(copy / "wh"), impute=dataclasses.replace(
         settings.impute, confidence_threshold={f: 1.01 for f in FIELDS}))
     copied = DeltaStore.from_settings(spark, strict)
+    imputed = {r[0]: r[1] for r in copied.read(MODEL_FIELDS).where("imputed_value IS NOT NULL")
+               .groupBy("field").count().collect()}
+    # Without --full, a raised threshold re-decides exactly the values it no longer allows...
+    raised = impute(spark, copied, strict, progress=quiet)
+    assert {f: o.scored for f, o in raised.fields.items() if o.scored} == imputed
+    assert all(o.imputed == 0 for o in raised.fields.values())
+    # ... once: a second run writes nothing
+    assert impute(spark, copied, strict, progress=quiet).table_version is None
     result = impute(spark, copied, strict, progress=quiet, full=True)
     assert all(f.imputed == 0 and f.scored > 0 for f in result.fields.values())
     rows = copied.read(MODEL_FIELDS).where("declared_value IS NULL AND imputed_model IS NOT NULL")
