@@ -229,9 +229,9 @@ def test_random_split_on_trees_uses_the_lineage(spark, trees):
     assert without["n_test"] == mt["n_test"]   # every labelled model carries a config
     assert without["semfin_accuracy"] > without["classifier_accuracy"]
     assert without["semfin_accuracy"] > without["graph_avg_accuracy"]
-    # what impute would write for them, at model_type's default threshold: nearly all of
-    # them, more often right than the classifier alone (measured: 0.946 against 0.886)
-    assert without["imputed_coverage"] > 0.8 and without["imputed_precision"] > without["classifier_accuracy"]
+    # what impute would write for them, at model_type's default threshold (0.9, chosen from
+    # this calibration): at least 95 % right (measured: 0.974 of 62 %; at 0.5, 0.946)
+    assert without["imputed_coverage"] > 0.5 and without["imputed_precision"] >= 0.95
     # the other fields keep one threshold for every model
     assert report["fields"]["license"]["configless_vote"] is None
     # the calibration: bins hold every covered test model; thresholds are cumulative
