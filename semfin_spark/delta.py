@@ -39,6 +39,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from semfin_spark.schemas import Table
+from semfin_spark.session import hadoop_path
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +153,7 @@ class DeltaStore:
             names commit ``n`` ``<n, 20 digits>.json``), listed through Hadoop's file
             system on the driver: one listing, no Spark job, no log replay.
         """
-        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
-        log_dir = jvm.org.apache.hadoop.fs.Path(f"{self.path(table)}/_delta_log")
-        fs = log_dir.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+        fs, log_dir = hadoop_path(self.spark, f"{self.path(table)}/_delta_log")
         if not fs.exists(log_dir):
             return None
         versions = [int(name[:-5]) for name in (s.getPath().getName() for s in fs.listStatus(log_dir))
@@ -371,9 +370,7 @@ class DeltaStore:
     def oldest_data_file_age_hours(self, table: str | Table) -> float | None:
         """Age in hours of the table folder's oldest data file (outside ``_delta_log``),
         listed on the driver through Hadoop's file system; None when it has none."""
-        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
-        root = jvm.org.apache.hadoop.fs.Path(self.path(table))
-        fs = root.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+        fs, root = hadoop_path(self.spark, self.path(table))
         if not fs.exists(root):
             return None
         oldest = None
@@ -387,14 +384,13 @@ class DeltaStore:
         return None if oldest is None else (time.time() * 1000 - oldest) / 3_600_000
 
     def _small_file(self, path: str) -> str | None:
-        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
-        hpath = jvm.org.apache.hadoop.fs.Path(path)
-        fs = hpath.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+        fs, hpath = hadoop_path(self.spark, path)
         if not fs.exists(hpath):
             return None
         stream = fs.open(hpath)
         try:
-            return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+            return self.spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(  # type: ignore[attr-defined]
+                stream, "UTF-8")
         finally:
             stream.close()
 

@@ -359,18 +359,20 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
         "pooled_classes": fm.pooled,
         "neighbour_vote": _vote_report(fm.vote),
         "configless_vote": _vote_report(fm.configless_vote),
-        "configless": _configless(fm, test, graph,
-                                  float(settings.impute.confidence_threshold.get(name, 0.5))),
     })
+    if not point:  # a learning curve's point reports its accuracies only
+        out["configless"] = _configless(fm, test, graph,
+                                        float(settings.impute.confidence_threshold.get(name, 0.5)))
     out["calibration"] = calibration(truth.join(scored_semfin, "model_id", "left"))
     progress(f"evaluate {name}{point}: {n_train} train / {n_test} test, {fm.family}; "
              + ", ".join(f"{m} {v['accuracy']:.4f} (coverage {v['coverage']:.2f})"
                          for m, v in methods.items())
              + f"; ECE {out['calibration']['ece']:.3f}, 95% precision from confidence "
              + f"{out['calibration']['recommended_threshold']}"
-             + "; without config: " + ", ".join(f"{k.removesuffix('_accuracy')} {v}"
-                                                for k, v in out["configless"].items()
-                                                if k != "calibration")
+             + ("; without config: " + ", ".join(f"{k.removesuffix('_accuracy')} {v}"
+                                                 for k, v in out["configless"].items()
+                                                 if k != "calibration")
+                if "configless" in out else "")
              + f" ({time.time() - started:.1f} s)")
     return out
 
@@ -396,7 +398,8 @@ def _configless(fm: Any, test: DataFrame, graph: DataFrame, threshold: float) ->
     copies = (test.where(has_config(F.col("tokens")))
               .withColumn("tokens", without_config(F.col("tokens"))))
     vote = [VOTE_COL] if VOTE_COL in test.columns else []
-    answers = {"semfin": score(fm, copies.select("model_id", "tokens", *vote)),
+    # Cut: the figures and the calibration below both read SemFin's answers.
+    answers = {"semfin": cut_lineage(score(fm, copies.select("model_id", "tokens", *vote))),
                "classifier": score(fm, copies.select("model_id", "tokens")),
                "graph_avg": graph}
     truth = copies.select("model_id", "label")

@@ -170,8 +170,9 @@ def checkpoint_dir(spark: SparkSession) -> str | None:
         return None
 
 
-def _file_system(spark: SparkSession, path: str) -> tuple[Any, Any]:
-    """Hadoop's file system of ``path`` (local, HDFS, S3, ...) and the path, through the JVM."""
+def hadoop_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    """Hadoop's file system of ``path`` (local, HDFS, S3, ...) and the path, through the
+    JVM: for listings on the driver that need no Spark job."""
     jvm = spark.sparkContext._jvm  # noqa: SLF001
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath  # noqa: SLF001
@@ -188,7 +189,7 @@ def release_checkpoints(spark: SparkSession) -> None:
     if not folder:
         return
     try:
-        fs, path = _file_system(spark, folder)
+        fs, path = hadoop_path(spark, folder)
         if fs.exists(path):
             fs.delete(path, True)
     except Exception as exc:  # noqa: BLE001 - tidying: the stage's work is done
@@ -207,7 +208,7 @@ def clear_stale_checkpoints(spark: SparkSession, older_than_hours: float) -> int
     current = checkpoint_dir(spark)
     if not current:
         return 0
-    fs, mine = _file_system(spark, current)
+    fs, mine = hadoop_path(spark, current)
     root = mine.getParent()
     if not fs.exists(root):
         return 0
