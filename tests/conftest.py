@@ -48,6 +48,8 @@ def spark(tmp_path_factory):
         # standalone-cluster and spark-submit tests run with the shipped defaults (codegen).
         "spark.sql.codegen.wholeStage": "false",
         "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+        "spark.databricks.delta.delta.log.cacheSize": "32",
+        "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
     })
     yield session
     session.stop()
