@@ -30,7 +30,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # DuckDB's Delta extension as a wheel, since DuckDB cannot download it here: the tests
     # hold every table readable by it (delta_scan), as by delta-rs.
-    "test": ["pytest==9.0.3",
+    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0",
              "duckdb-ext-delta==1.4.4.20260205; platform_machine == 'x86_64' and sys_platform == 'linux'"],
     # The single-process Python peer that scripts/bench.py compares the stages against
     # (scripts/bench_peer.py): scikit-learn classifiers, networkx graphs.

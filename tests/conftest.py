@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+# A pytest-xdist worker's __main__ is execnet's bootstrap, without __spec__ or __file__, and
+# pyspark takes that for its own doctests: importing pyspark.sql.connect (MLflow does, to
+# log a Spark model) then calls sys.exit(0) when grpc is missing. Name the worker's file.
+_main = sys.modules["__main__"]
+if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
+    _main.__file__ = "<pytest-xdist worker>"
+
 # Before anything imports huggingface_hub: no request may leave for huggingface.co.
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("HF_TOKEN", None)
@@ -76,6 +83,25 @@ def nightly_run(spark, tmp_path_factory):
     first = run_nightly(spark, store, settings, NIGHTLY_SOURCE, progress=lines.append)
     versions = {name: info["version"] for name, info in first.tables.items()}
     return settings, store, first, versions, lines
+
+
+SHARED_GROUP = "shared-warehouses"
+SHARED_MODULES = {"test_aibom", "test_evaluate", "test_train"}
+"""Modules whose tests read the warehouses of the real snapshots that
+``test_train.real_warehouse`` ingests once per session; every test that asks for
+``nightly_run`` joins them."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Group the tests for pytest-xdist's ``--dist loadgroup`` (pytest.ini runs two workers):
+    the tests of one module run in one worker, so a module fixture is built once, and the
+    tests that read the session's shared warehouses all run in one worker, so each is built
+    once. (tryfirst: before xdist writes the group into the test's id.)"""
+    for item in items:
+        shared = ("nightly_run" in getattr(item, "fixturenames", ())
+                  or item.path.stem in SHARED_MODULES)
+        item.add_marker(pytest.mark.xdist_group(SHARED_GROUP if shared else item.path.stem))
 
 
 @pytest.fixture(autouse=True)
