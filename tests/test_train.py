@@ -288,6 +288,38 @@ def test_a_class_only_on_the_validation_side_does_not_shift_the_others(spark, se
     assert all(predicted[m] == label for m, _, label in rows)
 
 
+def test_the_refit_starts_where_the_validation_fit_ended(spark, settings, monkeypatch):
+    """The refit on every training model starts from the validation fit's coefficients,
+    moved to the full vocabulary and class list: far below where a fit from zero starts,
+    done in LR_WARM_MAX_ITER iterations, and a class and a token that only validation
+    models carry are still learnt."""
+    from semfin_spark import classifier
+
+    candidates = spark.createDataFrame([(f"m{i}",) for i in range(300)], "model_id string")
+    flags = {r.model_id: r.held for r in candidates.select(
+        "model_id", held_out(0).alias("held")).collect()}
+    held = [m for m, h in flags.items() if h]
+    kept = [m for m, h in flags.items() if not h]
+    rows = ([(m, ["tok:a", f"n{i % 5}"], "alpha") for i, m in enumerate(kept[:60] + held[:10])]
+            + [(m, ["tok:b", f"n{i % 5}"], "beta") for i, m in enumerate(kept[60:120] + held[10:20])]
+            + [(m, ["tok:c", f"n{i % 5}"], "gamma") for i, m in enumerate(kept[120:150] + held[20:30])]
+            + [(m, ["tok:d", f"n{i % 5}"], "delta") for i, m in enumerate(held[30:40])])  # held out only
+    df = spark.createDataFrame(rows, "model_id string, tokens array<string>, label string")
+    settings = with_train(settings, min_class_support=2, min_feature_df=1,
+                          classifiers=("logistic_regression",))
+    warm = fit_field(spark, df, "library_name", settings, seed=0)
+    monkeypatch.setattr(classifier, "_warm_start", lambda spark, estimator, *rest: estimator)
+    cold = fit_field(spark, df, "library_name", settings, seed=0)
+    warm_loss = warm.model.stages[1].summary.objectiveHistory
+    cold_loss = cold.model.stages[1].summary.objectiveHistory
+    assert "tok:d" in warm.vocabulary and "delta" in warm.classes
+    assert len(warm_loss) <= classifier.LR_WARM_MAX_ITER + 1 < len(cold_loss)
+    assert warm_loss[0] < cold_loss[0] / 2
+    for fm in (warm, cold):
+        predicted = {r.model_id: r.prediction for r in score(fm, df).collect()}
+        assert all(predicted[m] == label for m, _, label in rows)
+
+
 def test_a_sample_thins_the_frequent_classes_keeps_the_rare_and_is_the_same_every_run(spark):
     rows = ([(f"big/{i}", "apache-2.0") for i in range(20_000)]
             + [(f"mid/{i}", "mit") for i in range(1_500)]
