@@ -88,22 +88,51 @@ def nightly_run(spark, tmp_path_factory):
     return settings, store, first, versions, lines
 
 
+def _real_warehouse(spark, tmp_path_factory, shared_data: Path, name: str):
+    """``<name>.jsonl.gz`` of ``../shared/data`` ingested and flattened into a new warehouse."""
+    from semfin_spark.delta import DeltaStore
+    from semfin_spark.flatten import flatten
+    from semfin_spark.ingest import ingest
+    from semfin_spark.settings import load_settings
+
+    root = tmp_path_factory.mktemp(f"real-{name}")
+    settings = load_settings(environ={}, overrides={"warehouse": str(root)})
+    store = DeltaStore(spark, str(root))
+    quiet = lambda _line: None  # noqa: E731
+    ingest(spark, store, f"snapshot:{shared_data / (name + '.jsonl.gz')}", settings, progress=quiet)
+    flatten(spark, store, settings, progress=quiet)
+    return store
+
+
+@pytest.fixture(scope="session")
+def trees_warehouse(spark, tmp_path_factory, shared_data):
+    """``hub2025_trees`` (1,983 real models) ingested and flattened, once per session: a
+    ``DeltaStore``. Read it; a test that writes works on a copy."""
+    return _real_warehouse(spark, tmp_path_factory, shared_data, "hub2025_trees")
+
+
+@pytest.fixture(scope="session")
+def dev_warehouse(spark, tmp_path_factory, shared_data):
+    """``hub2022_dev`` (5,000 real models) ingested and flattened, once per session, as
+    :func:`trees_warehouse`."""
+    return _real_warehouse(spark, tmp_path_factory, shared_data, "hub2022_dev")
+
+
 SHARED_GROUP = "shared-warehouses"
-SHARED_MODULES = {"test_aibom", "test_evaluate", "test_train"}
-"""Modules whose tests read the warehouses of the real snapshots that
-``test_train.real_warehouse`` ingests once per session; every test that asks for
-``nightly_run`` joins them."""
+SHARED_FIXTURES = {"nightly_run", "trees_warehouse", "dev_warehouse"}
+"""The session's expensive warehouses: every test that needs one, directly or through
+another fixture, runs in one pytest-xdist worker, so each is built once."""
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Group the tests for pytest-xdist's ``--dist loadgroup`` (pytest.ini runs two workers):
     the tests of one module run in one worker, so a module fixture is built once, and the
-    tests that read the session's shared warehouses all run in one worker, so each is built
-    once. (tryfirst: before xdist writes the group into the test's id.)"""
+    tests that need one of :data:`SHARED_FIXTURES` (``fixturenames`` is the closure: a
+    module fixture built on one counts) all run in one worker, so each is built once.
+    (tryfirst: before xdist writes the group into the test's id.)"""
     for item in items:
-        shared = ("nightly_run" in getattr(item, "fixturenames", ())
-                  or item.path.stem in SHARED_MODULES)
+        shared = bool(SHARED_FIXTURES & set(getattr(item, "fixturenames", ())))
         item.add_marker(pytest.mark.xdist_group(SHARED_GROUP if shared else item.path.stem))
 
 

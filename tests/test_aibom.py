@@ -285,7 +285,7 @@ def test_the_nightly_rewrites_only_the_boms_that_changed(spark, nightly_run, lin
 
 
 @pytest.fixture(scope="module")
-def trees(spark, tmp_path_factory, shared_data):
+def trees(spark, tmp_path_factory, trees_warehouse):
     """hub2025_trees (1,983 real records) as the judged case: the session's shared ingest and
     flatten, copied; licences trained (naive Bayes) and imputed; lineage rebuilt. Real
     licences (SPDX or not, missing), real imputations, real merges and external parents."""
@@ -296,9 +296,8 @@ def trees(spark, tmp_path_factory, shared_data):
     from semfin_spark.lineage import run_lineage
     from semfin_spark.settings import load_settings
     from semfin_spark.train import train
-    from test_train import real_warehouse
 
-    shared = real_warehouse(spark, tmp_path_factory, shared_data, "hub2025_trees")
+    shared = trees_warehouse
     root = tmp_path_factory.mktemp("aibom-trees")
     shutil.copytree(shared.warehouse, root / "wh")
     settings = load_settings(environ={}, overrides={

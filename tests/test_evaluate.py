@@ -16,7 +16,7 @@ from semfin_spark.neighbourhood import VOTE_COL, neighbour_vote
 from semfin_spark.settings import load_settings
 from semfin_spark.classifier import held_out, split_flag
 
-from test_train import quiet, real_warehouse
+from test_train import quiet
 
 METHOD_KEYS = {"accuracy", "macro_f1", "coverage"}
 
@@ -118,13 +118,13 @@ def test_calibration_of_known_answers(spark):
 # ------------------------------------------------------------------ the real files
 
 @pytest.fixture(scope="module")
-def dev(spark, tmp_path_factory, shared_data):
-    return real_warehouse(spark, tmp_path_factory, shared_data, "hub2022_dev")
+def dev(dev_warehouse):
+    return dev_warehouse
 
 
 @pytest.fixture(scope="module")
-def trees(spark, tmp_path_factory, shared_data):
-    return real_warehouse(spark, tmp_path_factory, shared_data, "hub2025_trees")
+def trees(trees_warehouse):
+    return trees_warehouse
 
 
 DEV_FIELDS = ("pipeline_tag", "library_name", "model_type", "reuse_method")

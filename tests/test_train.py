@@ -11,7 +11,6 @@ import pytest
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import functions as F
 
-from semfin_spark.delta import DeltaStore
 from semfin_spark.features import LEAKAGE_RULES, field_tokens, model_features
 from semfin_spark.settings import FIELDS, load_settings
 from semfin_spark.classifier import (
@@ -24,22 +23,6 @@ from semfin_spark.train import INPUT_TABLES, train, train_fields
 
 def quiet(_line: str) -> None:
     pass
-
-
-def real_warehouse(spark, tmp_path_factory, shared_data: Path, name: str) -> DeltaStore:
-    """``<name>.jsonl.gz`` ingested and flattened, once per test session (other test modules
-    reuse the folder)."""
-    from semfin_spark.flatten import flatten
-    from semfin_spark.ingest import ingest
-
-    root = tmp_path_factory.getbasetemp() / "real-warehouses" / name
-    store = DeltaStore(spark, str(root))
-    if not (root / ".complete").exists():
-        settings = load_settings(environ={}, overrides={"warehouse": str(root)})
-        ingest(spark, store, f"snapshot:{shared_data / (name + '.jsonl.gz')}", settings, progress=quiet)
-        flatten(spark, store, settings, progress=quiet)
-        (root / ".complete").touch()
-    return store
 
 
 def with_train(settings, **changes):
@@ -85,8 +68,8 @@ def test_rare_classes_are_pooled_reported_and_never_predicted(spark, settings):
 # ------------------------------------------------------------------ the real warehouse
 
 @pytest.fixture(scope="module")
-def trees(spark, tmp_path_factory, shared_data):
-    return real_warehouse(spark, tmp_path_factory, shared_data, "hub2025_trees")
+def trees(trees_warehouse):
+    return trees_warehouse
 
 
 @pytest.fixture(scope="module")
@@ -189,10 +172,10 @@ def test_a_registered_model_loads_back_and_predicts_the_same(spark, trees, train
 
 
 def test_train_logs_lr_with_its_pooled_threshold_and_skips_fields_without_labels(
-        spark, tmp_path_factory, shared_data):
+        spark, tmp_path_factory, dev_warehouse):
     """The whole stage on hub2022_dev: reuse_method has no label there and is skipped; the
     logistic-regression model keeps its pooled-class threshold through MLflow."""
-    store = real_warehouse(spark, tmp_path_factory, shared_data, "hub2022_dev")
+    store = dev_warehouse
     mlflow_dir = tmp_path_factory.mktemp("mlflow-lr")
     settings = load_settings(environ={}, overrides={
         "warehouse": store.warehouse, "mlflow.tracking_uri": f"sqlite:///{mlflow_dir}/mlflow.db",
