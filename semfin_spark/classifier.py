@@ -40,7 +40,8 @@ Choosing the family (``train.classifiers``): a seeded :data:`VALIDATION_FRACTION
 training models (by a hash of the model id, so the same models whatever the row order) is
 held out; each family is fitted on the rest and scored on it; the best validation accuracy
 wins, a tie goes to the lower log loss (better calibrated confidences), then to the simpler
-family (:data:`FAMILIES` order); the winner is then refitted on every training model. Past
+family (:data:`FAMILIES` order); the winner is then refitted on every training model
+(logistic regression from the validation fit's coefficients, :func:`_warm_start`). Past
 :data:`VALIDATION_MAX_MODELS` training models the comparison runs on a seeded sample of
 that size. Families:
 
@@ -543,8 +544,9 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
     Implementation details:
         The driver collects the per-class counts (to pool and index the classes), then each
         family is fitted on the persisted vectors of the non-validation models; the winner
-        is refitted with a vocabulary of all training models. Everything else runs on the
-        executors.
+        is refitted with a vocabulary of all training models (logistic regression starts
+        from the validation fit's coefficients, laid out on the driver). Everything else
+        runs on the executors.
     """
     del spark  # the data's session does the work; kept for the stage signature
     started = time.time()
