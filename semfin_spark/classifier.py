@@ -391,11 +391,11 @@ def _never_pooled(classifier: Any, classes: Sequence[str]) -> Any:
 
 @dataclass(frozen=True)
 class _Fitted:
-    """A family's classifier as fitted on the validation's fit side, with the vocabulary and
+    """A family's classifier as fitted on the validation's fit side, with the vectorizer and
     the classes its coefficients are indexed by: where the refit starts (:func:`_warm_start`)."""
 
     classifier: Any
-    vocabulary: tuple[str, ...]
+    vectorizer: Any
     classes: tuple[str, ...]
 
 
@@ -434,12 +434,11 @@ def _compare_families(fit_part: DataFrame, val_part: DataFrame, families: Sequen
     metrics: dict[str, Metrics] = {}
     vote_cells: dict[str, Any] = {}
     fitted: dict[str, _Fitted] = {}
-    fit_vocabulary = tuple(vectors.vocabulary)
     try:
         # Validated even when there is one family: its figures are logged.
         for family in families:
             clf = _never_pooled(_estimator(family, seed).fit(fit_vec), fit_classes)
-            fitted[family] = _Fitted(clf, fit_vocabulary, tuple(fit_classes))
+            fitted[family] = _Fitted(clf, vectors, tuple(fit_classes))
             scored = to_label.transform(clf.transform(val_vec))
             if rule:
                 scored = rule.stage().transform(scored)
@@ -649,7 +648,7 @@ def _warm_start(spark: SparkSession, estimator: Any, start: _Fitted, vocabulary:
 
     old = start.classifier
     old_coef, old_intercept = old.coefficientMatrix.toArray(), old.interceptVector.toArray()
-    old_col = {token: i for i, token in enumerate(start.vocabulary)}
+    old_col = {token: i for i, token in enumerate(start.vectorizer.vocabulary)}
     old_row = {c: i for i, c in enumerate(start.classes)}
     new_cols = [i for i, token in enumerate(vocabulary) if token in old_col]
     rows = [(i, old_row[c]) for i, c in enumerate(classes) if c in old_row]
