@@ -29,6 +29,14 @@ def with_train(settings, **changes):
     return settings.replace(train=dataclasses.replace(settings.train, **changes))
 
 
+def validation_split(spark, n: int) -> tuple[list[str], list[str]]:
+    """Of the ids ``m0`` .. ``m<n-1>``, those fit_field holds out for validation with seed 0,
+    and the others."""
+    ids = spark.createDataFrame([(f"m{i}",) for i in range(n)], "model_id string")
+    flags = {r.model_id: r.held for r in ids.select("model_id", held_out(0).alias("held")).collect()}
+    return [m for m, h in flags.items() if h], [m for m, h in flags.items() if not h]
+
+
 # ------------------------------------------------------------------ metrics
 
 def test_metrics_from_confusion_counts_a_missing_prediction_as_wrong():
@@ -252,11 +260,7 @@ def test_model_type_name_match_predicts_rare_types_and_yields_where_training_con
 def test_a_class_only_on_the_validation_side_does_not_shift_the_others(spark, settings):
     """Spark ML's naive Bayes numbers the classes it sees 0..k-1: a class whose every model
     is held out for validation must not shift the labels of the classes after it."""
-    candidates = spark.createDataFrame([(f"m{i}",) for i in range(400)], "model_id string")
-    flags = {r.model_id: r.held for r in candidates.select(
-        "model_id", held_out(0).alias("held")).collect()}
-    held = [m for m, h in flags.items() if h]
-    kept = [m for m, h in flags.items() if not h]
+    held, kept = validation_split(spark, 400)
     rows = ([(m, ["tok:a"], "aa") for m in held[:13]]             # index 0, all held out
             + [(m, ["tok:b"], "beta") for m in held[13:16] + kept[:9]]
             + [(m, ["tok:z"], "zeta") for m in held[16:19] + kept[9:18]])
@@ -278,11 +282,7 @@ def test_the_refit_starts_where_the_validation_fit_ended(spark, settings, monkey
     models carry are still learnt."""
     from semfin_spark import classifier
 
-    candidates = spark.createDataFrame([(f"m{i}",) for i in range(300)], "model_id string")
-    flags = {r.model_id: r.held for r in candidates.select(
-        "model_id", held_out(0).alias("held")).collect()}
-    held = [m for m, h in flags.items() if h]
-    kept = [m for m, h in flags.items() if not h]
+    held, kept = validation_split(spark, 300)
     rows = ([(m, ["tok:a", f"n{i % 5}"], "alpha") for i, m in enumerate(kept[:60] + held[:10])]
             + [(m, ["tok:b", f"n{i % 5}"], "beta") for i, m in enumerate(kept[60:120] + held[10:20])]
             + [(m, ["tok:c", f"n{i % 5}"], "gamma") for i, m in enumerate(kept[120:150] + held[20:30])]
