@@ -362,7 +362,7 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
     })
     if not point:  # a learning curve's point reports its accuracies only
         out["configless"] = _configless(fm, test, graph,
-                                        float(settings.impute.confidence_threshold.get(name, 0.5)))
+                                        settings.impute.threshold(name, configless=True))
     out["calibration"] = calibration(truth.join(scored_semfin, "model_id", "left"))
     progress(f"evaluate {name}{point}: {n_train} train / {n_test} test, {fm.family}; "
              + ", ".join(f"{m} {v['accuracy']:.4f} (coverage {v['coverage']:.2f})"

@@ -5,8 +5,9 @@ asked for) scores every ``model_fields`` row of that field without a declared va
 prediction and its probability go into ``imputed_value`` / ``imputed_confidence`` with the
 model's name, version and MLflow run id, and ``value`` / ``value_source`` become the
 imputed value and ``imputed``. Below the field's threshold (``impute.confidence_threshold``
-in ``conf/semfin.yaml``) the value stays empty and the confidence is kept, so an analyst
-can see how close it came. Rows with a declared value are never read for writing, so they
+in ``conf/semfin.yaml``; for a model without a config.json, the higher of it and
+``impute.configless_threshold``) the value stays empty and the confidence is kept, so an
+analyst can see how close it came. Rows with a declared value are never read for writing, so they
 cannot be changed.
 
 Incremental: a row is rescored only when its model's tokens or its relatives' vote changed
@@ -43,7 +44,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
-from semfin_spark.features import LEAKAGE_RULES, field_tokens, model_features
+from semfin_spark.features import LEAKAGE_RULES, field_tokens, has_config, model_features
 from semfin_spark.schemas import IMPUTE_COLUMNS, MODEL_FIELDS, MODEL_PARENTS
 from semfin_spark.session import cut_lineage
 from semfin_spark.settings import FIELDS, Settings
@@ -69,6 +70,8 @@ class FieldImputation:
     Attributes:
         missing: rows of the field without a declared value (the candidates).
         scored: rows rescored this run (changed features or another model version).
+        threshold: the confidence an imputed value needs (``configless_threshold`` for a
+            model without a config.json).
         imputed: of those, rows whose confidence reached the threshold.
         below_threshold: of those, rows left empty (confidence kept).
     """
@@ -78,6 +81,7 @@ class FieldImputation:
     version: str
     run_id: str
     threshold: float
+    configless_threshold: float
     missing: int = 0
     scored: int = 0
     imputed: int = 0
@@ -166,8 +170,9 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     try:
         updates = []
         for name, (model_name, version, run_id) in models.items():
-            threshold = float(settings.impute.confidence_threshold.get(name, 0.5))
-            outcome = FieldImputation(name, model_name, version, run_id, threshold)
+            threshold = settings.impute.threshold(name)
+            configless = settings.impute.threshold(name, configless=True)
+            outcome = FieldImputation(name, model_name, version, run_id, threshold, configless)
             result.fields[name] = outcome
             rows = _candidates(store, name)
             # The hash covers the vote, so a relative's changed value rescores the model.
@@ -179,8 +184,9 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                                   | ~F.col("imputed_model").eqNullSafe(F.lit(model_name))
                                   | ~F.col("imputed_model_version").eqNullSafe(F.lit(version))
                                   # a raised threshold: values it no longer allows are emptied
+                                  # (below the configless one: rescored to tell which)
                                   | (F.col("imputed_value").isNotNull()
-                                     & (F.col("imputed_confidence") < F.lit(threshold))))
+                                     & (F.col("imputed_confidence") < F.lit(configless))))
             todo = todo.persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(todo)
             outcome.missing = rows.count()
@@ -200,7 +206,8 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             tokens = todo.join(field_tokens(bag, name), "model_id", "left")
             # Cut from its plan (not persisted), so releasing todo below leaves it whole:
             # Spark rebuilds any cached plan that depends on one being uncached.
-            scored = cut_lineage(_scored_rows(tokens, model, threshold, model_name, version, run_id))
+            scored = cut_lineage(_scored_rows(tokens, model, threshold, configless, model_name,
+                                              version, run_id))
             counts = scored.agg(F.count("imputed_value").alias("imputed")).first()
             todo.unpersist()  # scored holds what is left to write, without the tokens
             outcome.imputed = int(counts["imputed"])
@@ -234,16 +241,18 @@ def _candidates(store: DeltaStore, field_name: str) -> DataFrame:
     return rows
 
 
-def _scored_rows(todo: DataFrame, model: Any, threshold: float, model_name: str, version: str,
-                 run_id: str) -> DataFrame:
-    """``todo``'s rows with their imputed columns replaced by the model's answer."""
+def _scored_rows(todo: DataFrame, model: Any, threshold: float, configless: float,
+                 model_name: str, version: str, run_id: str) -> DataFrame:
+    """``todo``'s rows with their imputed columns replaced by the model's answer, kept
+    from ``threshold`` (``configless`` for a model whose bag names no config.json)."""
     predicted = score(model, todo.select("model_id", "tokens", VOTE_COL))
     usable = ((F.col("prediction") != F.lit(POOLED_CLASS))
-              & (F.col("confidence") >= F.lit(threshold)))
+              & (F.col("confidence") >= F.col("_threshold")))
     value = F.when(usable, F.col("prediction"))
     now = F.lit(dt.datetime.now(dt.timezone.utc)).cast("timestamp")
     kept = [c for c in MODEL_FIELDS.columns if c not in _IMPUTED_COLUMNS]
-    return (todo.select(*kept, "_hash").join(predicted, "model_id", "left")
+    bar = F.when(has_config(F.col("tokens")), F.lit(threshold)).otherwise(F.lit(configless))
+    return (todo.select(*kept, "_hash", bar.alias("_threshold")).join(predicted, "model_id", "left")
             .select(*kept,
                     value.alias("imputed_value"),
                     F.col("confidence").alias("imputed_confidence"),

@@ -142,6 +142,23 @@ class ImputeSettings:
     confidence_threshold: Mapping[str, float] = field(
         default_factory=lambda: {f: 0.6 for f in FIELDS}
     )
+    configless_threshold: Mapping[str, float] = field(
+        default_factory=lambda: {f: 0.0 for f in FIELDS}
+    )
+
+    def threshold(self, name: str, configless: bool = False) -> float:
+        """The field's confidence threshold; for a model without a config.json, the
+        higher of it and the field's ``configless_threshold``.
+
+        Examples:
+            >>> s = ImputeSettings({"pipeline_tag": 0.5}, {"pipeline_tag": 0.7})
+            >>> s.threshold("pipeline_tag"), s.threshold("pipeline_tag", configless=True)
+            (0.5, 0.7)
+            >>> s.threshold("license", configless=True)
+            0.5
+        """
+        base = float(self.confidence_threshold.get(name, 0.5))
+        return max(base, float(self.configless_threshold.get(name, 0.0))) if configless else base
 
 
 @dataclass(frozen=True)

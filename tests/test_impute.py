@@ -10,7 +10,8 @@ from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
 from semfin_spark.impute import ImputeError, impute
-from semfin_spark.schemas import MODEL_FIELDS, MODEL_PARENTS
+from semfin_spark.features import has_config
+from semfin_spark.schemas import MODEL_FIELDS, MODEL_PARENTS, MODEL_TOKENS
 from semfin_spark.settings import FIELDS, load_settings
 from semfin_spark.classifier import POOLED_CLASS
 from semfin_spark.train import train
@@ -55,9 +56,15 @@ def test_declared_rows_are_left_exactly_as_they_were(hub):
 def test_imputed_rows_carry_value_confidence_and_provenance(hub):
     _, settings, store, trained, _, result = hub
     rows = store.read(MODEL_FIELDS).where("declared_value IS NULL AND imputed_model IS NOT NULL")
+    # A model without a config.json needs the higher of the two thresholds.
+    rows = rows.join(store.read(MODEL_TOKENS).select("model_id", has_config(F.col("tokens"))
+                                                     .alias("with_config")), "model_id", "left")
     assert set(result.fields) == set(FIELDS) and not result.skipped
     for name, outcome in result.fields.items():
-        threshold = settings.impute.confidence_threshold[name]
+        threshold = F.when(F.col("with_config"), settings.impute.threshold(name)) \
+            .otherwise(settings.impute.threshold(name, configless=True))
+        assert (outcome.threshold, outcome.configless_threshold) == \
+            (settings.impute.threshold(name), settings.impute.threshold(name, configless=True))
         mine = rows.where(F.col("field") == name)
         assert mine.count() == outcome.scored > 0, name
         assert outcome.imputed + outcome.below_threshold == outcome.scored
@@ -76,6 +83,10 @@ def test_imputed_rows_carry_value_confidence_and_provenance(hub):
         assert mine.where(~F.col("value").eqNullSafe(F.col("imputed_value"))).count() == 0
         assert mine.where(F.col("value_source").isNull() != F.col("imputed_value").isNull()).count() == 0
     assert any(o.imputed for o in result.fields.values())
+    # The configless threshold (pipeline_tag's 0.7 in conf/) held some answers back here.
+    held = rows.where("field = 'pipeline_tag' AND NOT with_config AND imputed_value IS NULL "
+                      f"AND imputed_confidence >= {settings.impute.threshold('pipeline_tag')}")
+    assert settings.impute.threshold("pipeline_tag", configless=True) == 0.7 and held.count() > 0
 
 
 def test_reuse_method_is_imputed_for_children_only(hub):
