@@ -214,7 +214,8 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             outcome.below_threshold = outcome.scored - outcome.imputed
             progress(f"impute {name}: {outcome.scored} of {outcome.missing} missing scored with "
                      f"{model_name} v{version}: {outcome.imputed} imputed, "
-                     f"{outcome.below_threshold} below {threshold}")
+                     f"{outcome.below_threshold} below {threshold}"
+                     + (f" ({configless} without a config.json)" if configless > threshold else ""))
             updates.append(scored)
         if updates:
             merged = updates[0]
