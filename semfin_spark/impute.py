@@ -7,8 +7,8 @@ model's name, version and MLflow run id, and ``value`` / ``value_source`` become
 imputed value and ``imputed``. Below the field's threshold (``impute.confidence_threshold``
 in ``conf/semfin.yaml``; for a model without a config.json, the higher of it and
 ``impute.configless_threshold``) the value stays empty and the confidence is kept, so an
-analyst can see how close it came. Rows with a declared value are never read for writing, so they
-cannot be changed.
+analyst can see how close it came. Rows with a declared value are never read for writing,
+so they cannot be changed.
 
 Incremental: a row is rescored only when its model's tokens or its relatives' vote changed
 (``features_hash``: a SHA-256 of the field, its leakage rule, a hash of the model's token
@@ -54,6 +54,10 @@ from semfin_spark.registry import RegistryError, load_field_model, resolve_model
 
 _IMPUTED_COLUMNS = (*IMPUTE_COLUMNS, "value", "value_source")
 
+WITH_CONFIG_COL = "_with_config"
+"""Whether the model's bag names a config.json (:func:`~semfin_spark.features.has_config`)."""
+
+
 BROADCAST_IDS = 200_000
 """Up to this many rows to rescore, a field's token bags are picked by a broadcast of their
 ids (a few MB) instead of a shuffle of every model's tokens."""
@@ -68,10 +72,10 @@ class FieldImputation:
     """What imputing one field did (JSON-ready: the CLI prints it).
 
     Attributes:
+        threshold: the confidence an imputed value needs; ``configless_threshold`` for a
+            model without a config.json.
         missing: rows of the field without a declared value (the candidates).
         scored: rows rescored this run (changed features or another model version).
-        threshold: the confidence an imputed value needs (``configless_threshold`` for a
-            model without a config.json).
         imputed: of those, rows whose confidence reached the threshold.
         below_threshold: of those, rows left empty (confidence kept).
     """
@@ -159,7 +163,8 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                           + ": run `semfin train` first")
 
     features = model_features(store).persist(StorageLevel.MEMORY_AND_DISK)
-    bags = features.select("model_id", features_hash("tokens").alias("_bag")) \
+    bags = features.select("model_id", features_hash("tokens").alias("_bag"),
+                           has_config(F.col("tokens")).alias(WITH_CONFIG_COL)) \
         .persist(StorageLevel.MEMORY_AND_DISK)
     # The relatives' vote of every field in one plan, from every declared value (a model
     # imputed here declares none, so it is never its own evidence).
@@ -184,9 +189,8 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                                   | ~F.col("imputed_model").eqNullSafe(F.lit(model_name))
                                   | ~F.col("imputed_model_version").eqNullSafe(F.lit(version))
                                   # a raised threshold: values it no longer allows are emptied
-                                  # (below the configless one: rescored to tell which)
                                   | (F.col("imputed_value").isNotNull()
-                                     & (F.col("imputed_confidence") < F.lit(configless))))
+                                     & (F.col("imputed_confidence") < _bar(threshold, configless))))
             todo = todo.persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(todo)
             outcome.missing = rows.count()
@@ -242,6 +246,13 @@ def _candidates(store: DeltaStore, field_name: str) -> DataFrame:
     return rows
 
 
+def _bar(threshold: float, configless: float) -> Any:
+    """The confidence a row's imputed value needs: ``threshold``, or ``configless`` for a
+    model without a config.json (or without a bag)."""
+    return F.when(F.coalesce(F.col(WITH_CONFIG_COL), F.lit(False)), F.lit(threshold)) \
+        .otherwise(F.lit(configless))
+
+
 def _scored_rows(todo: DataFrame, model: Any, threshold: float, configless: float,
                  model_name: str, version: str, run_id: str) -> DataFrame:
     """``todo``'s rows with their imputed columns replaced by the model's answer, kept
@@ -252,8 +263,8 @@ def _scored_rows(todo: DataFrame, model: Any, threshold: float, configless: floa
     value = F.when(usable, F.col("prediction"))
     now = F.lit(dt.datetime.now(dt.timezone.utc)).cast("timestamp")
     kept = [c for c in MODEL_FIELDS.columns if c not in _IMPUTED_COLUMNS]
-    bar = F.when(has_config(F.col("tokens")), F.lit(threshold)).otherwise(F.lit(configless))
-    return (todo.select(*kept, "_hash", bar.alias("_threshold")).join(predicted, "model_id", "left")
+    return (todo.select(*kept, "_hash", _bar(threshold, configless).alias("_threshold"))
+            .join(predicted, "model_id", "left")
             .select(*kept,
                     value.alias("imputed_value"),
                     F.col("confidence").alias("imputed_confidence"),

@@ -117,6 +117,31 @@ def test_a_second_run_writes_nothing_and_a_new_model_version_rescores(spark, hub
         .select("imputed_model_version").distinct().collect()[0][0] == "2"
 
 
+def test_a_configless_threshold_holds_back_models_without_a_config_only(spark, hub, tmp_path):
+    import shutil
+
+    _, settings, _, _, _, _ = hub
+    shutil.copytree(settings.warehouse, tmp_path / "wh")
+    strict = settings.replace(warehouse=str(tmp_path / "wh"), impute=dataclasses.replace(
+        settings.impute, configless_threshold={f: 1.01 for f in FIELDS}))
+    copied = DeltaStore.from_settings(spark, strict)
+
+    def imputed(with_config: bool) -> set[tuple]:
+        tokens = copied.read(MODEL_TOKENS).where(has_config(F.col("tokens")) == with_config)
+        return {tuple(r) for r in copied.read(MODEL_FIELDS).join(tokens.select("model_id"), "model_id")
+                .where("imputed_value IS NOT NULL").select("model_id", "field", "imputed_value").collect()}
+
+    kept, held = imputed(True), imputed(False)
+    assert kept and held  # the generated Hub has both kinds of model
+    first = impute(spark, copied, strict, progress=quiet)
+    assert sum(o.scored for o in first.fields.values()) == len(held)  # those alone re-decided
+    assert imputed(True) == kept and not imputed(False)
+    # The values of models with a config sit below the configless threshold, yet stand: a
+    # second run finds nothing to do.
+    again = impute(spark, copied, strict, progress=quiet)
+    assert again.table_version is None and all(o.scored == 0 for o in again.fields.values())
+
+
 def test_a_raised_threshold_empties_the_values_below_it_and_keeps_confidences(spark, hub, tmp_path):
     import shutil
 
