@@ -8,6 +8,7 @@ Usage:
     .venv/bin/python scripts/bench.py --warehouse W --stages impute,lineage   # stages on a kept warehouse
     .venv/bin/python scripts/bench.py --models 20000 --stages ingest,flatten,train,impute,lineage --peer
     .venv/bin/python scripts/bench.py --stages real_lineage             # the real 30,383-edge graph
+    .venv/bin/python scripts/bench.py --models 2000000 --stages tiled_lineage  # it, tiled to 2M models
     .venv/bin/python scripts/bench.py --warehouse W --stages sql,report  # analyst queries, report
     .venv/bin/python scripts/bench.py --warehouse W --stages aibom       # every model's BOM
     .venv/bin/python scripts/bench.py --warehouse W --stages aibom_nightly  # kept BOMs, twice
@@ -134,13 +135,22 @@ REAL_EDGES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" /
 REAL_RELATIONS = {"finetuned": "finetune", "quantized": "quantized", "merged": "merge", "adapter": "adapter"}
 
 
-def real_graph_warehouse(spark, store) -> int:
+def real_graph_warehouse(spark, store, at_least: int = 0) -> dict[str, int]:
     """The real lineage graph (``../shared/data/lineage_edges_2025.csv.gz``) as a warehouse:
     its models in ``hub_models``, its edges in ``model_parents`` (a third without their
     relation, so imputed relations have chains to complete), and licences declared on four
-    models in six, imputed on some of the rest. Returns the number of edges."""
+    models in six, imputed on some of the rest.
+
+    ``at_least`` more models than the real graph has tiles it: as many disjoint copies as it
+    takes, each model's and parent's id suffixed with ``-c<copy>``, tiled on the executors
+    (a generated graph with the real one's shape: its depth, fan-out, merges, cycles and
+    licences).
+
+    Returns the models (``hub_models`` rows), edges and copies written."""
     import csv
     import gzip
+
+    from pyspark.sql import functions as F
 
     from semfin_spark.schemas import HUB_MODELS, MODEL_FIELDS, MODEL_PARENTS
 
@@ -150,14 +160,21 @@ def real_graph_warehouse(spark, store) -> int:
     children = {c for c, _, _ in edges}
     external = {n for n in nodes if n not in children and sum(map(ord, n)) % 10 == 0}
     models = [n for n in nodes if n not in external]
+    copies = max(1, -(-at_least // len(models)))
 
-    def write(table, rows):
-        store.overwrite(table, spark.createDataFrame(
-            [tuple(r.get(c) for c in table.columns) for r in rows], table.schema))
+    def write(table, rows, ids):
+        df = spark.createDataFrame([tuple(r.get(c) for c in table.columns) for r in rows], table.schema)
+        if copies > 1:
+            copy = spark.range(copies).select(F.col("id").alias("_copy"))
+            df = df.crossJoin(copy).select(*[
+                F.concat(F.col(c), F.lit("-c"), F.col("_copy").cast("string")).alias(c) if c in ids
+                else F.col(c) for c in table.columns])
+        store.overwrite(table, df)
 
-    write(HUB_MODELS, [{"id": n} for n in models])
+    write(HUB_MODELS, [{"id": n} for n in models], {"id"})
     write(MODEL_PARENTS, [{"model_id": c, "parent_id": p, "relation": r if i % 3 else None,
-                           "source": "tag"} for i, (c, p, r) in enumerate(edges)])
+                           "source": "tag"} for i, (c, p, r) in enumerate(edges)],
+          {"model_id", "parent_id"})
     fields = []
     for i, n in enumerate(models):
         declared = ("apache-2.0", "llama3.1", "mit", "cc-by-nc-4.0", None, None)[i % 6]
@@ -166,8 +183,8 @@ def real_graph_warehouse(spark, store) -> int:
                        "value": declared})
         fields.append({"model_id": n, "field": "reuse_method",
                        "imputed_value": "finetune" if i % 2 else None})
-    write(MODEL_FIELDS, fields)
-    return len(edges)
+    write(MODEL_FIELDS, fields, {"model_id"})
+    return {"models": len(models) * copies, "edges": len(edges) * copies, "copies": copies}
 
 
 def stage_real_lineage(spark, store, settings, args) -> dict[str, Any]:
@@ -177,6 +194,18 @@ def stage_real_lineage(spark, store, settings, args) -> dict[str, Any]:
     figures = stage_lineage(spark, store, settings, args)
     figures["lineage_s"] = round(time.perf_counter() - started, 1)
     return figures
+
+
+def stage_tiled_lineage(spark, store, settings, args) -> dict[str, Any]:
+    """Lineage of a generated graph of at least ``--models`` models: the real graph tiled
+    (:func:`real_graph_warehouse`); the warehouse is built before the clock starts."""
+    built = real_graph_warehouse(spark, store, args.models)
+    say(f"tiled lineage: {built['copies']} copies of the real graph, {built['models']} models, "
+        f"{built['edges']} edges")
+    started = time.perf_counter()
+    figures = stage_lineage(spark, store, settings, args)
+    figures["lineage_s"] = round(time.perf_counter() - started, 1)
+    return {**figures, "copies": built["copies"], "graph_models": built["models"]}
 
 
 def _semfin(settings, *arguments: str) -> float | str:
@@ -325,6 +354,7 @@ STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "impute": stage_impute,
     "lineage": stage_lineage,
     "real_lineage": stage_real_lineage,
+    "tiled_lineage": stage_tiled_lineage,
     "sql": stage_sql,
     "report": stage_report,
     "aibom": stage_aibom,
