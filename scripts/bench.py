@@ -143,7 +143,7 @@ def real_graph_warehouse(spark, store, at_least: int = 0) -> dict[str, int]:
 
     ``at_least`` more models than the real graph has tiles it: as many disjoint copies as it
     takes, each model's and parent's id suffixed with ``-c<copy>``, tiled on the executors
-    (a generated graph with the real one's shape: its depth, fan-out, merges, cycles and
+    (a generated graph with the real one's shape: its depth, fan-out, merges, self-loops and
     licences).
 
     Returns the models (``hub_models`` rows), edges and copies written."""
