@@ -39,7 +39,8 @@ writing its own (as the project's stages read and write Delta tables), each time
    ``field_models.pkl``.
 4. impute (:func:`impute_fields`): every model without a declared value (for reuse_method:
    every model with a parent other than itself) scored; value kept when its confidence
-   reaches ``impute.confidence_threshold`` -> ``imputed.parquet``.
+   reaches ``impute.confidence_threshold`` (for a model without a config.json, the higher
+   of it and ``impute.configless_threshold``) -> ``imputed.parquet``.
 5. lineage (:func:`build_lineage`): networkx ``DiGraph`` child -> parent; connected
    components over every model plus external parents; strongly connected components
    (cycles); every root-to-leaf path by depth-first search (``lineage.max_depth``,
@@ -133,7 +134,7 @@ from semfin_spark.declared import (  # noqa: E402
     normalize_relation, tag_kind,
 )
 from semfin_spark.features import (  # noqa: E402
-    ARCHITECTURE_PATTERN, EXACT_INT_LIMIT, LEAKAGE_RULES, MAX_VALUE_CHARS,
+    ARCHITECTURE_PATTERN, EXACT_INT_LIMIT, LEAKAGE_RULES, MAX_VALUE_CHARS, names_config,
 )
 from semfin_spark.flatten import _gc_paused, config_source, flatten_config  # noqa: E402
 from semfin_spark.licenses import load_license_rules, normalize_card_license  # noqa: E402
@@ -1096,20 +1097,26 @@ def impute_fields(work: Path, settings: Settings) -> dict[str, Any]:
         ("model_id", pa.string()), ("field", pa.string()), ("imputed_value", pa.string()),
         ("imputed_confidence", pa.float64())]))
     figures: dict[str, dict[str, Any]] = {}
+    # A model without a config.json needs the higher threshold (impute.configless_threshold).
+    config_columns = [i for i, token in enumerate(stored["vocabulary"]) if names_config(token)]
+    with_config = np.asarray(matrix[:, config_columns].sum(axis=1)).ravel() > 0
     for name, model in fitted.items():
-        threshold = float(settings.impute.confidence_threshold.get(name, 0.5))
+        threshold = settings.impute.threshold(name)
+        configless = settings.impute.threshold(name, configless=True)
         todo = missing.get(name, [])
         rows = np.array([position[m] for m in todo], dtype=np.intp)
         labels, confidence = (model.predict(matrix[rows][:, model.columns],
                                             [stored["architectures"][r] for r in rows])
                               if len(rows) else ([], []))
         imputed = 0
-        for model_id, label, conf in zip(todo, labels, confidence):
-            usable = bool(label != POOLED_CLASS and conf >= threshold)
+        for row, model_id, label, conf in zip(rows, todo, labels, confidence):
+            usable = bool(label != POOLED_CLASS
+                          and conf >= (threshold if with_config[row] else configless))
             imputed += usable
             out.add(model_id, name, label if usable else None, float(conf))
         figures[name] = {"scored": len(todo), "imputed": imputed,
-                         "below_threshold": len(todo) - imputed, "threshold": threshold}
+                         "below_threshold": len(todo) - imputed, "threshold": threshold,
+                         "configless_threshold": configless}
     out.close()
     return {"items": sum(f["scored"] for f in figures.values()), "unit": "rows", "fields": figures}
 

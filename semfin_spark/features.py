@@ -82,6 +82,9 @@ CONFIG_TOKEN_PREFIXES = ("config_key:", "config:", "architecture:", "architectur
 CONFIG_FILE_TOKEN = "file:config.json"
 """The config file's own token."""
 
+ARCHITECTURE_TOKEN_PREFIX = "architecture:"
+"""The prefix of a config's architecture token (only a config.json names one)."""
+
 
 @dataclass(frozen=True)
 class LeakageRule:
@@ -323,7 +326,18 @@ def has_config(tokens: Column) -> Column:
         >>> [r[0] for r in df.select(has_config(F.col("tokens"))).collect()]      # doctest: +SKIP
         [True, True, False]
     """
-    return F.exists(tokens, lambda t: (t == CONFIG_FILE_TOKEN) | t.startswith("architecture:"))
+    return F.exists(tokens, lambda t: (t == CONFIG_FILE_TOKEN) | t.startswith(ARCHITECTURE_TOKEN_PREFIX))
+
+
+def names_config(token: str) -> bool:
+    """Whether one token says the model carries a config.json: the pure-Python twin of
+    :func:`has_config` (true for a bag when any of its tokens is), for code outside Spark.
+
+    Examples:
+        >>> [names_config(t) for t in ("file:config.json", "architecture:bert", "config_key:x")]
+        [True, True, False]
+    """
+    return token == CONFIG_FILE_TOKEN or token.startswith(ARCHITECTURE_TOKEN_PREFIX)
 
 
 def without_config(tokens: Column) -> Column:
