@@ -51,7 +51,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
-from semfin_spark.features import field_tokens, has_config, model_features, without_config
+from semfin_spark.features import by_model, field_tokens, has_config, model_features, without_config
 from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_votes, with_vote
 from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
 from semfin_spark.session import cut_lineage
@@ -139,11 +139,11 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             sides = nodes.select("model_id", split_flag("model_id", seed, test_fraction).alias("is_test"))
         # Cut from its plan: every field's frames are built on it.
         sides = cut_lineage(sides.join(nodes.select("model_id", "component", "isolated"), "model_id"))
-        features = keep(model_features(store))
+        features = keep(by_model(model_features(store)))
         pairs = keep(graph["pairs"])
 
         def measure(name: str, lab: DataFrame, point: str = "") -> dict[str, Any]:
-            data = field_tokens(features, name).join(lab, "model_id")
+            data = field_tokens(features.join(lab, "model_id"), name)
             if settings.train.neighbour_vote:
                 # Only the training side's labels are known: a test model's label
                 # reaches no one's vote, its own included. The validation models, which

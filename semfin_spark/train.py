@@ -208,11 +208,11 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         model also gets its relatives' vote from every other declared value
         (:mod:`semfin_spark.neighbourhood`).
     """
-    from semfin_spark.features import field_tokens, model_features
+    from semfin_spark.features import by_model, field_tokens, model_features
     from semfin_spark.neighbourhood import field_vote, lineage_pairs, neighbour_votes, with_vote
     from semfin_spark.session import cut_lineage
 
-    features = model_features(store).persist(StorageLevel.MEMORY_AND_DISK)
+    features = by_model(model_features(store)).persist(StorageLevel.MEMORY_AND_DISK)
     cached = [features]
     votes = None
     if settings.train.neighbour_vote:
@@ -228,7 +228,9 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
     skipped: dict[str, str] = {}
     try:
         for name in settings.train.fields:
-            data = field_tokens(features, name).join(labels(store, name), "model_id")
+            # Joined first, then filtered: only the labelled models' bags lose the field's
+            # leaking tokens (a higher-order function, evaluated token by token).
+            data = field_tokens(features.join(labels(store, name), "model_id"), name)
             if votes is not None:
                 data = with_vote(data, field_vote(votes, name))
             data = data.persist(StorageLevel.MEMORY_AND_DISK)

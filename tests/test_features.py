@@ -7,7 +7,7 @@ import math
 import pytest
 
 from semfin_spark.features import (
-    LEAKAGE_RULES, field_tokens, has_config, leakage_table, token_bags, without_config,
+    LEAKAGE_RULES, by_model, field_tokens, has_config, leakage_table, token_bags, without_config,
 )
 from semfin_spark.schemas import CONFIG_FEATURES, HUB_MODELS, MODEL_FIELDS, MODEL_FILES, MODEL_TAGS
 from semfin_spark.settings import FIELDS
@@ -164,6 +164,32 @@ def test_field_tokens_drop_exactly_the_field_leaks(features, tokens, field):
     for other in FIELDS:
         if other != field:
             assert not any(LEAKAGE_RULES[other].leaks(t) for t in LEAKS[field])
+
+
+def test_bags_kept_by_model_join_labels_without_moving_again(spark, features, tokens):
+    """Persisted by_model, the bags join a field's labels by shuffling the labels alone
+    (a broadcast would hide the point: it is off here, as for labels too big to send)."""
+    labelled = spark.createDataFrame([("gpt2", "mit"), ("solo/empty", "apache-2.0")],
+                                     "model_id string, label string")
+    # As read from model_tokens: no partitioning known (the fixture's came from a groupBy).
+    features = spark.createDataFrame(features.collect(), features.schema)
+
+    def shuffles(df):
+        plan = df._jdf.queryExecution().executedPlan().toString()
+        return plan.count("ENSURE_REQUIREMENTS")
+
+    previous = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    kept = by_model(features).persist()
+    try:
+        plain, keyed = features.join(labelled, "model_id"), kept.join(labelled, "model_id")
+        assert (shuffles(plain), shuffles(keyed)) == (2, 1)
+        assert sorted(keyed.collect()) == sorted(plain.collect())
+        assert {r.model_id: r.tokens for r in keyed.collect()} == {
+            m: tokens[m] for m in ("gpt2", "solo/empty")}
+    finally:
+        kept.unpersist()
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", previous)
 
 
 def test_rules_cover_every_field_and_the_readme_table_lists_them():
