@@ -172,8 +172,11 @@ def _config_tokens(config: DataFrame) -> DataFrame:
                      F.concat(F.lit("config:"), key, suffix),
                      F.when(is_arch, F.concat(F.lit("architecture:"), F.lower(arch))),
                      F.when(is_arch & (head != ""), F.concat(F.lit("architecture_head:"), F.lower(head))))
+    # Exploded, then the nulls dropped: F.filter, a higher-order function, is evaluated
+    # interpreted, row by row; on 7.3 million config rows (300,000 models) it doubled the
+    # cost of these tokens (30 s against 16 s).
     return (config.where(F.col("key").isNotNull())
-            .select("model_id", F.explode(F.filter(tokens, lambda t: t.isNotNull())).alias("token")))
+            .select("model_id", F.explode(tokens).alias("token")).where(F.col("token").isNotNull()))
 
 
 def _tag_tokens(tags: DataFrame, model_types: DataFrame) -> DataFrame:
@@ -187,7 +190,7 @@ def _tag_tokens(tags: DataFrame, model_types: DataFrame) -> DataFrame:
         F.when(relation.isNotNull(), F.concat(F.lit("tag:base_model_relation:"), relation)),
     )
     return (tags.join(model_types, "model_id", "left")
-            .select("model_id", F.explode(F.filter(tokens, lambda t: t.isNotNull())).alias("token")))
+            .select("model_id", F.explode(tokens).alias("token")).where(F.col("token").isNotNull()))
 
 
 def _file_tokens(files: DataFrame) -> DataFrame:
@@ -195,7 +198,7 @@ def _file_tokens(files: DataFrame) -> DataFrame:
     tokens = F.array(F.concat(F.lit("file:"), path),
                      F.concat(F.lit("file_ext:"), F.lower(F.col("extension"))),
                      F.concat(F.lit("file_kind:"), F.lower(F.col("kind"))))
-    return files.select("model_id", F.explode(F.filter(tokens, lambda t: t.isNotNull())).alias("token"))
+    return files.select("model_id", F.explode(tokens).alias("token")).where(F.col("token").isNotNull())
 
 
 def _repo_tokens(hub: DataFrame) -> DataFrame:
@@ -209,8 +212,8 @@ def _repo_tokens(hub: DataFrame) -> DataFrame:
     tokens = F.concat(F.array(F.concat(F.lit("author:"), owner)),
                       F.transform(F.array_distinct(F.concat(words, stems)),
                                   lambda w: F.concat(F.lit("name:"), w)))
-    return hub.select(F.col("id").alias("model_id"),
-                      F.explode(F.filter(tokens, lambda t: t.isNotNull())).alias("token"))
+    return (hub.select(F.col("id").alias("model_id"), F.explode(tokens).alias("token"))
+            .where(F.col("token").isNotNull()))
 
 
 def model_features(store: DeltaStore) -> DataFrame:
