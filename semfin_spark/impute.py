@@ -44,7 +44,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
-from semfin_spark.features import LEAKAGE_RULES, by_model, field_tokens, has_config, model_features
+from semfin_spark.features import LEAKAGE_RULES, field_tokens, has_config, model_features
 from semfin_spark.schemas import IMPUTE_COLUMNS, MODEL_FIELDS, MODEL_PARENTS
 from semfin_spark.session import cut_lineage
 from semfin_spark.settings import FIELDS, Settings
@@ -162,7 +162,7 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         raise ImputeError("no registered model for any of " + ", ".join(fields)
                           + ": run `semfin train` first")
 
-    features = by_model(model_features(store)).persist(StorageLevel.MEMORY_AND_DISK)
+    features = model_features(store).persist(StorageLevel.MEMORY_AND_DISK)
     bags = features.select("model_id", features_hash("tokens").alias("_bag"),
                            has_config(F.col("tokens")).alias(WITH_CONFIG_COL)) \
         .persist(StorageLevel.MEMORY_AND_DISK)
@@ -207,7 +207,7 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             bag = features
             if outcome.scored <= BROADCAST_IDS:
                 bag = features.join(F.broadcast(todo.select("model_id")), "model_id", "left_semi")
-            tokens = field_tokens(todo.join(bag, "model_id", "left"), name)
+            tokens = todo.join(field_tokens(bag, name), "model_id", "left")
             # Cut from its plan (not persisted), so releasing todo below leaves it whole:
             # Spark rebuilds any cached plan that depends on one being uncached.
             scored = cut_lineage(_scored_rows(tokens, model, threshold, configless, model_name,
