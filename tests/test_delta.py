@@ -166,6 +166,27 @@ def test_tables_bin_their_files_whatever_the_cluster_sets(spark, store):
     assert len(DeltaTable(store.path(MODEL_TAGS)).file_uris()) <= 3  # not 16 + 16
 
 
+def test_a_big_file_is_written_in_row_groups_that_every_core_reads(spark, store):
+    """Optimized writes put a table in one file; the defaults' 16 MB Parquet row groups
+    (``parquet.block.size`` in conf/spark-defaults.conf) let a read split it, so both of
+    the session's cores (and DuckDB's threads) read it, not one task."""
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
+
+    # About 30 MB of hex digests, which compress little.
+    rows = (spark.range(150_000).select(
+        F.format_string("m/%d", "id").alias("model_id"),
+        F.sha2(F.col("id").cast("string"), 512).alias("tag"),
+        F.lit("other").alias("kind"), F.sha2(F.col("id").cast("string"), 256).alias("value"),
+        F.lit(None).cast("string").alias("relation")))
+    store.overwrite(MODEL_TAGS, rows)
+    files = [uri.removeprefix("file://") for uri in DeltaTable(store.path(MODEL_TAGS)).file_uris()]
+    assert len(files) == 1
+    assert pq.ParquetFile(files[0]).metadata.num_row_groups >= 2
+    per_task = store.read(MODEL_TAGS).rdd.glom().map(len).collect()
+    assert len(per_task) >= 2 and min(per_task) > 0 and sum(per_task) == 150_000, per_task
+
+
 def test_vacuum_removes_files_no_version_needs(spark, store):
     store.overwrite(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]))
     store.overwrite(MODEL_TAGS, tags_df(spark, [("b/y", "de", "language", "de")]))
