@@ -837,7 +837,9 @@ def _classify(stored: DataFrame, models: DataFrame, backfill: bool) -> DataFrame
     """One row per model (newest record per case-insensitive id), with ``_status``:
     ``replace`` (new, or newer than stored), ``fill`` (as new as the stored record, with
     other values), ``same`` (stored as is) or ``older`` (the stored record is newer)."""
-    key = F.lower("id")
+    # The windows and the join with the stored rows share one partitioning, on the
+    # column _key: each record (its config text with it) is shuffled once, not twice.
+    key = F.col("_key")
     newest = Window.partitionBy(key).orderBy(
         F.col("last_modified").desc_nulls_last(), F.col("sha").desc_nulls_last(),
         F.col("record_hash").desc())
@@ -851,14 +853,13 @@ def _classify(stored: DataFrame, models: DataFrame, backfill: bool) -> DataFrame
                           .over(whole))
     merged_hash = (F.when(F.size(hashes) > 1, F.sha2(F.concat_ws(",", hashes), 256))
                    .otherwise(F.col("record_hash")))
-    deduped = (models.withColumn("_current", current)
-               .select(F.row_number().over(newest).alias("_rank"), "id",
+    deduped = (models.withColumn("_key", F.lower("id")).withColumn("_current", current)
+               .select(F.row_number().over(newest).alias("_rank"), "_key", "id",
                        *[F.first(F.when(F.col("_current"), F.col(c)), ignorenulls=True)
                          .over(whole).alias(c) if c not in ("record_hash", "raw") else F.col(c)
                          for c in columns], merged_hash.alias("_merged_hash"))
                .where("_rank = 1").drop("_rank")
-               .withColumn("record_hash", F.col("_merged_hash")).drop("_merged_hash")
-               .withColumn("_key", key))
+               .withColumn("record_hash", F.col("_merged_hash")).drop("_merged_hash"))
     stored = stored.select(
         F.lower("id").alias("_key"), F.col("id").alias("_stored_id"),
         F.col("record_hash").alias("_stored_hash"), F.col("last_modified").alias("_stored_time"))
