@@ -279,7 +279,9 @@ def token_bags(hub: DataFrame, config: DataFrame, tags: DataFrame, files: DataFr
             .unionByName(_config_tokens(config))
             .unionByName(_tag_tokens(tags, model_types))
             .unionByName(_file_tokens(files)))
-    grouped = rows.groupBy("model_id").agg(F.array_sort(F.collect_set("token")).alias("tokens"))
+    # sort_array, not array_sort: the latter is a higher-order function (a comparator
+    # lambda, evaluated interpreted); the order of the (non-null) tokens is the same.
+    grouped = rows.groupBy("model_id").agg(F.sort_array(F.collect_set("token")).alias("tokens"))
     # Start from hub: a model is there even if no source gave it a token, and tokens of
     # rows whose model is not in hub are dropped.
     return (hub.select(F.col("id").alias("model_id"))
