@@ -7,6 +7,7 @@ import csv
 import gzip
 
 import pytest
+from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
 from semfin_spark.lineage import run_lineage
@@ -135,6 +136,12 @@ def test_relations_and_patterns(real_warehouse, real_graph):
     row = store.read(LINEAGE_CHAINS).where("variant = 'declared' AND pattern IS NOT NULL").first()
     assert row["pattern"] == " > ".join(row["relations"])
     assert len(row["relations"]) == row["depth"] == len(row["path"]) - 1
+    # A pattern is null exactly when one of its values is unknown (an incomplete chain).
+    chains = store.read(LINEAGE_CHAINS)
+    for values, pattern in (("relations", "pattern"), ("licenses", "license_pattern")):
+        unknown = F.exists(values, lambda v: v.isNull())
+        assert chains.where(unknown).count() > 0
+        assert chains.where(unknown != F.col(pattern).isNull()).count() == 0
 
 
 def test_conflicts_follow_the_rules(real_warehouse):
