@@ -237,9 +237,17 @@ class DeltaStore:
     # ---------------------------------------------------------------- writing
 
     def overwrite(self, table: Table, df: DataFrame, *, operation: str = "OVERWRITE",
-                  metadata: dict[str, str] | None = None) -> WriteResult:
-        """Replace the table's rows by ``df``'s, in one commit (creates the table if needed)."""
-        return self._write(table, df, "overwrite", operation, metadata)
+                  metadata: dict[str, str] | None = None, files: int | None = None) -> WriteResult:
+        """Replace the table's rows by ``df``'s, in one commit (creates the table if needed).
+
+        Args:
+            files: when set, write at most this many files straight from ``df``'s
+                partitions (``coalesce``, no shuffle) instead of the optimized write, which
+                shuffles every row once more to bin them. For a large frame whose size the
+                caller knows, with files of at least 64 MB: smaller ones would be
+                rewritten at once by auto compaction.
+        """
+        return self._write(table, df, "overwrite", operation, metadata, files)
 
     def append(self, table: Table, df: DataFrame, *, operation: str = "APPEND",
                metadata: dict[str, str] | None = None) -> WriteResult:
@@ -460,8 +468,10 @@ class DeltaStore:
             self.spark.sql(f"ALTER TABLE delta.`{location}` ADD COLUMNS ({columns})")
 
     def _write(self, table: Table, df: DataFrame, mode: str, operation: str,
-               metadata: dict[str, str] | None) -> WriteResult:
+               metadata: dict[str, str] | None, files: int | None = None) -> WriteResult:
         df = conform(df, table)
+        if files is not None:
+            df = df.coalesce(max(1, files))
         before = self.version(table)
         if before is not None and mode == "append":
             self._add_declared_columns(table)
@@ -472,6 +482,8 @@ class DeltaStore:
                 writer = writer.option(key, value)
         if mode == "overwrite":
             writer = writer.option("overwriteSchema", "true")
+        if files is not None:
+            writer = writer.option("optimizeWrite", "false")
         with self._committing(table, operation, None, set_metadata=False):
             writer.save(self.path(table))
         return self._result(table, before)

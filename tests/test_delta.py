@@ -187,6 +187,22 @@ def test_a_big_file_is_written_in_row_groups_that_every_core_reads(spark, store)
     assert len(per_task) >= 2 and min(per_task) > 0 and sum(per_task) == 150_000, per_task
 
 
+def test_an_overwrite_of_known_size_writes_its_partitions_as_they_are(spark, store):
+    """``files=N``: at most N files straight from the frame's partitions (no optimized
+    write, so no second shuffle of every row), every row kept."""
+    from pyspark.sql import functions as F
+
+    rows = spark.range(0, 40_000, 1, 4).select(
+        F.format_string("m/%d", "id").alias("model_id"), F.lit("t").alias("tag"),
+        F.lit("other").alias("kind"), F.col("id").cast("string").alias("value"),
+        F.lit(None).cast("string").alias("relation"))
+    store.overwrite(MODEL_TAGS, rows, files=2)
+    write = next(h for h in DeltaTable(store.path(MODEL_TAGS)).history() if h["operation"] == "WRITE")
+    assert int(write["operationMetrics"]["numFiles"]) == 2
+    assert store.read(MODEL_TAGS).count() == 40_000
+    assert store.read(MODEL_TAGS).exceptAll(rows).count() == 0
+
+
 def test_vacuum_removes_files_no_version_needs(spark, store):
     store.overwrite(MODEL_TAGS, tags_df(spark, [("a/x", "mit", "license", "mit")]))
     store.overwrite(MODEL_TAGS, tags_df(spark, [("b/y", "de", "language", "de")]))
