@@ -18,12 +18,17 @@ Definitions (also in the README):
 * a chain is *complete* for a variant when every relation (reuse chains) or every licence
   (licence chains) on it is known: ``declared`` uses declared values only,
   ``with_imputed`` also imputed ones.
+* a chain has a *licence conflict* when one of its edges does (``license_conflicts``); the
+  incompatible share is the part of the complete licence chains that have one.
 
 Implementation details:
     Everything runs as DataFrame jobs: connected components and path search through the
     graph seam (:mod:`semfin_spark.graph`), licence verdicts by a broadcast join against
     the small table of (parent licence, child licence) verdicts built from
-    ``conf/licenses.yaml``. Only aggregate figures reach the driver.
+    ``conf/licenses.yaml`` (:func:`judge_edges`, once per edge). The path search carries
+    each edge's licences and verdicts, so a chain's licences and its ``license_conflict``
+    come with its path, and the conflicts table is the judged edges' conflicts. Only
+    aggregate figures reach the driver.
 """
 
 from __future__ import annotations
@@ -40,9 +45,14 @@ from semfin_spark import graph
 from semfin_spark.delta import DeltaStore
 from semfin_spark.schemas import (HUB_MODELS, LICENSE_CONFLICTS, LINEAGE_CHAINS,
                                   LINEAGE_COMPONENTS, LINEAGE_EDGES, MODEL_FIELDS, MODEL_PARENTS)
+from semfin_spark.session import cut_lineage
 from semfin_spark.settings import Settings
 
 VARIANTS = ("declared", "with_imputed")
+
+_CHAIN_ROWS_PER_FILE = 2_000_000
+"""Chain rows per file when there are enough for several (about 64 MB at 33 bytes a row,
+the real graph's), written without the optimized write's shuffle."""
 _SEP = " > "
 
 
@@ -145,9 +155,10 @@ def run_lineage(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         figures, components = _components(spark, store, edges, settings, metadata, progress)
         report.update(figures)
         report["cycles"] = _cycles(spark, edges, components)
-        report.update(_chains(spark, store, edges, licences, components, settings, metadata,
+        judged = cut_lineage(judge_edges(spark, edges, licences, rules))
+        report.update(_chains(spark, store, judged, licences, components, settings, metadata,
                               progress))
-        report.update(_conflicts(spark, store, edges, licences, rules, metadata, progress))
+        report.update(_conflicts(store, judged, metadata, progress))
         report["table_versions"] = {t.name: store.version(t) for t in OUTPUT_TABLES}
         report["inputs"] = inputs
         return report
@@ -161,7 +172,8 @@ def inputs_fingerprint(store: DeltaStore, edges: DataFrame, loops: DataFrame,
     """A digest of everything the lineage tables are built from: the edges with their
     relations, the self-loops, every model's licences, the Hub's model ids (isolated
     models are components too), the ``lineage`` and ``graph`` settings and the licence
-    rules file. One Spark job: an order-free sum of row hashes."""
+    rules file, and the output tables' schemas. One Spark job: an order-free sum of row
+    hashes."""
     import dataclasses
     import hashlib
     from pathlib import Path
@@ -178,6 +190,8 @@ def inputs_fingerprint(store: DeltaStore, edges: DataFrame, loops: DataFrame,
     digest.update(json.dumps([dataclasses.asdict(settings.lineage), dataclasses.asdict(settings.graph)],
                              sort_keys=True).encode())
     digest.update(Path(rules_file).read_bytes())
+    # The tables' columns: a release that adds one rebuilds tables an older one wrote.
+    digest.update("|".join(t.schema.simpleString() for t in OUTPUT_TABLES).encode())
     digest.update(f"{total['n']}:{total['sum']}".encode())
     return digest.hexdigest()
 
@@ -236,29 +250,73 @@ def _cycles(spark: SparkSession, edges: DataFrame, components: DataFrame) -> dic
             "count": on_cycles.select(graph.CYCLE_GROUP_COLUMN).distinct().count()}
 
 
-def _chains(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: DataFrame,
+def judge_edges(spark: SparkSession, edges: DataFrame, licences: DataFrame, rules: Any) -> DataFrame:
+    """Every edge with its ends' licences and the rules' verdict on them, per variant.
+
+    Returns:
+        ``edges``' columns and, for each variant ``v`` of :data:`VARIANTS`,
+        ``child_license_v``, ``parent_license_v`` (null where unknown or the parent is
+        external) and ``verdict_v``, ``rule_v``, ``reason_v`` (``conf/licenses.yaml``'s
+        verdict on the pair: ``ok``, ``conflict`` or ``unknown``).
+
+    Implementation details:
+        The rules are evaluated on the driver for each pair of the few distinct licences
+        (:meth:`~semfin_spark.licenses.LicenseRules.verdict_rows`) and broadcast-joined with
+        ``eqNullSafe`` on both licences. The chains and the conflicts table both read
+        this one frame, so each edge meets its licences once.
+    """
+    def ends(role: str) -> DataFrame:
+        return licences.select(F.col("id").alias(role),
+                               *[F.col(f"license_{v}").alias(f"{role}_license_{v}") for v in VARIANTS])
+
+    judged = edges.join(ends("child"), "child", "left").join(ends("parent"), "parent", "left")
+    distinct = sorted({r[0] for r in licences.select("license_with_imputed").distinct().collect()},
+                      key=lambda v: (v is None, v or ""))
+    verdicts = spark.createDataFrame(
+        rules.verdict_rows(distinct),
+        "v_parent string, v_child string, verdict string, rule string, reason string")
+    for variant in VARIANTS:
+        table = verdicts.select(*[F.col(c).alias(f"_{c}") for c in ("v_parent", "v_child")],
+                                *[F.col(c).alias(f"{c}_{variant}") for c in ("verdict", "rule", "reason")])
+        judged = (judged.join(F.broadcast(table),
+                              F.col(f"parent_license_{variant}").eqNullSafe(F.col("_v_parent"))
+                              & F.col(f"child_license_{variant}").eqNullSafe(F.col("_v_child")), "left")
+                  .drop("_v_parent", "_v_child"))
+    return judged
+
+
+def _chains(spark: SparkSession, store: DeltaStore, judged: DataFrame, licences: DataFrame,
             components: DataFrame, settings: Settings, metadata: dict[str, str],
             progress: Callable[[str], None]) -> dict[str, Any]:
     limits = settings.lineage
-    child_lic = licences.select(F.col("id").alias("child"),
-                                *[F.col(f"license_{v}").alias(f"child_license_{v}") for v in VARIANTS])
-    # Each edge carries its child's licences, so a path's licences are its root's followed
-    # by its edges' children's: no explode, regroup and join by path afterwards.
-    relations = (edges.join(child_lic, "child", "left")
-                 .select("child", "parent",
-                         F.when(F.col("relation_source") == "declared", F.col("relation"))
-                         .alias("relation_declared"),
-                         F.col("relation").alias("relation_with_imputed"),
-                         *[f"child_license_{v}" for v in VARIANTS]))
+    # Each edge carries its ends' licences and whether it is a conflict, so a path's
+    # licences are its first edge's parent's followed by its edges' children's, and its
+    # conflict flag is any of its edges': no join of the paths with the licences, and no
+    # explode of the paths against the conflicting edges afterwards.
+    relations = judged.select(
+        "child", "parent",
+        F.when(F.col("relation_source") == "declared", F.col("relation")).alias("relation_declared"),
+        F.col("relation").alias("relation_with_imputed"),
+        *[f"{role}_license_{v}" for v in VARIANTS for role in ("child", "parent")],
+        *[F.coalesce(F.col(f"verdict_{v}") == "conflict", F.lit(False)).alias(f"conflict_{v}")
+          for v in VARIANTS])
     paths = graph.root_to_leaf_paths(spark, relations, max_depth=limits.max_depth,
                                      max_fanout=limits.max_fanout, components=components)
-    root_lic = licences.select(F.col("id").alias("root"),
-                               *[F.col(f"license_{v}").alias(f"_root_license_{v}") for v in VARIANTS])
-    chains = paths.join(root_lic, "root", "left")
+    edge_values = F.col(graph.EDGE_VALUES_COLUMN)
+    counts = paths.agg(F.count(F.lit(1)).alias("paths"),
+                       F.count(F.when(F.col("depth") == 0, 1)).alias("edgeless")).first()
+    # A root's licences are its first edge's parent's. A root with more children than
+    # lineage.max_fanout is a path without edges: those few read the licences table.
+    chains = paths.select("*", *[edge_values.getItem(0).getField(f"parent_license_{v}")
+                                 .alias(f"_root_license_{v}") for v in VARIANTS])
+    if counts["edgeless"]:
+        root_lic = licences.select(F.col("id").alias("root"),
+                                   *[F.col(f"license_{v}").alias(f"_root_license_{v}") for v in VARIANTS])
+        chains = chains.where(F.col("depth") > 0).unionByName(
+            paths.where(F.col("depth") == 0).join(root_lic, "root", "left"))
     variants = []
     # A field of an array of structs is read as an array (no F.transform: Spark evaluates
     # higher-order functions interpreted, row by row, and there are millions of paths).
-    edge_values = F.col(graph.EDGE_VALUES_COLUMN)
     for variant in VARIANTS:
         rel_values = edge_values.getField(f"relation_{variant}")
         lic_values = F.concat(F.array(F.col(f"_root_license_{variant}")),
@@ -269,15 +327,21 @@ def _chains(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: 
             _pattern(rel_values).alias("pattern"),
             lic_values.alias("licenses"),
             _pattern(lic_values).alias("license_pattern"),
+            F.array_contains(edge_values.getField(f"conflict_{variant}"), True).alias("license_conflict"),
             "truncated"))
     table = variants[0].unionByName(variants[1])
-    store.overwrite(LINEAGE_CHAINS, table, operation="LINEAGE", metadata=metadata)
+    files = len(VARIANTS) * counts["paths"] // _CHAIN_ROWS_PER_FILE
+    store.overwrite(LINEAGE_CHAINS, table, operation="LINEAGE", metadata=metadata,
+                    files=files if files > 1 else None)
     stored = store.read(LINEAGE_CHAINS)
     stats = {r["variant"]: r for r in stored.groupBy("variant").agg(
         F.count("*").alias("paths"),
         F.count("pattern").alias("reuse_chains"),
         F.count("license_pattern").alias("license_chains"),
-        F.countDistinct("pattern").alias("patterns")).collect()}
+        F.countDistinct("pattern").alias("patterns"),
+        # A licence chain is incompatible when one of its edges is a conflict.
+        F.count(F.when(F.col("license_pattern").isNotNull() & F.col("license_conflict"), 1))
+        .alias("incompatible")).collect()}
     declared_patterns = stored.where("variant = 'declared' AND pattern IS NOT NULL").select("pattern").distinct()
     new_patterns = (stored.where("variant = 'with_imputed' AND pattern IS NOT NULL").select("pattern")
                     .distinct().join(declared_patterns, "pattern", "left_anti"))
@@ -287,6 +351,8 @@ def _chains(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: 
     get = lambda row, key: row[key] if row else 0  # noqa: E731
     progress(f"lineage: {get(d, 'paths')} root-to-leaf paths; complete reuse chains "
              f"{get(d, 'reuse_chains')} declared -> {get(i, 'reuse_chains')} with imputed")
+    share = {v: (round(get(stats.get(v), "incompatible") / get(stats.get(v), "license_chains"), 4)
+                 if get(stats.get(v), "license_chains") else None) for v in VARIANTS}
     return {
         "paths": get(d, "paths"),
         "chains": {"declared": get(d, "reuse_chains"), "with_imputed": get(i, "reuse_chains"),
@@ -295,6 +361,7 @@ def _chains(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: 
                            "new": n_new, "new_examples": examples},
         "license_chains": {"declared": get(d, "license_chains"), "with_imputed": get(i, "license_chains"),
                            "expansion_pct": _pct_gain(get(d, "license_chains"), get(i, "license_chains"))},
+        "incompatible_share": share,
     }
 
 
@@ -312,54 +379,20 @@ def _pct_gain(before: int, after: int) -> float | None:
     return round(100.0 * (after - before) / before, 2) if before else None
 
 
-def _conflicts(spark: SparkSession, store: DeltaStore, edges: DataFrame, licences: DataFrame,
-               rules: Any, metadata: dict[str, str],
+def _conflicts(store: DeltaStore, judged: DataFrame, metadata: dict[str, str],
                progress: Callable[[str], None]) -> dict[str, Any]:
-    child = licences.select(F.col("id").alias("child"), F.col("license_declared").alias("child_d"),
-                            F.col("license_with_imputed").alias("child_i"))
-    parent = licences.select(F.col("id").alias("parent"), F.col("license_declared").alias("parent_d"),
-                             F.col("license_with_imputed").alias("parent_i"))
-    pairs = edges.select("child", "parent").join(child, "child", "left").join(parent, "parent", "left")
-    distinct = sorted({r[0] for r in licences.select("license_with_imputed").distinct().collect()},
-                      key=lambda v: (v is None, v or ""))
-    verdicts = spark.createDataFrame(
-        rules.verdict_rows(distinct),
-        "v_parent string, v_child string, verdict string, rule string, reason string")
-    per_variant = []
-    for variant, suffix in (("declared", "d"), ("with_imputed", "i")):
-        rows = (pairs.select("child", "parent", F.col(f"child_{suffix}").alias("child_license"),
-                             F.col(f"parent_{suffix}").alias("parent_license"))
-                .join(F.broadcast(verdicts), F.col("parent_license").eqNullSafe(F.col("v_parent"))
-                      & F.col("child_license").eqNullSafe(F.col("v_child")), "left")
-                .select(F.lit(variant).alias("variant"), "child", "parent",
-                        "child_license", "parent_license", "verdict", "rule", "reason"))
-        per_variant.append(rows)
-    all_edges = per_variant[0].unionByName(per_variant[1])
-    conflicts = all_edges.where(F.col("verdict") == "conflict")
-    store.overwrite(LICENSE_CONFLICTS, conflicts, operation="LINEAGE", metadata=metadata)
-    stored = store.read(LICENSE_CONFLICTS)
-    chains = store.read(LINEAGE_CHAINS).where("license_pattern IS NOT NULL")
-    edge_conflicts = stored.select("variant", "child", "parent").distinct()
-    # A licence chain is incompatible when any of its edges is a conflict in that variant.
-    steps = F.arrays_zip(F.slice("path", 2, F.size("path")).alias("child"),
-                         F.slice("path", 1, F.size("path") - 1).alias("parent"))
-    bad = (chains.select("variant", "path", F.explode(steps).alias("_e"))
-           .select("variant", "path", F.col("_e.child").alias("child"), F.col("_e.parent").alias("parent"))
-           .join(F.broadcast(edge_conflicts) if _small(edge_conflicts) else edge_conflicts,
-                 ["variant", "child", "parent"], "left_semi")
-           .select("variant", "path").distinct())
-    totals = {r[0]: r[1] for r in chains.groupBy("variant").count().collect()}
-    bads = {r[0]: r[1] for r in bad.groupBy("variant").count().collect()}
-    n_conf = {r[0]: r[1] for r in stored.groupBy("variant").count().collect()}
-    share = {v: (round(bads.get(v, 0) / totals[v], 4) if totals.get(v) else None) for v in VARIANTS}
+    per_variant = [
+        judged.where(F.col(f"verdict_{variant}") == "conflict").select(
+            F.lit(variant).alias("variant"), "child", "parent",
+            *[F.col(f"{c}_{variant}").alias(c) for c in ("child_license", "parent_license",
+                                                         "verdict", "rule", "reason")])
+        for variant in VARIANTS]
+    store.overwrite(LICENSE_CONFLICTS, per_variant[0].unionByName(per_variant[1]),
+                    operation="LINEAGE", metadata=metadata)
+    n_conf = {r[0]: r[1] for r in store.read(LICENSE_CONFLICTS).groupBy("variant").count().collect()}
     progress(f"lineage: licence conflicts on {n_conf.get('declared', 0)} edges declared, "
              f"{n_conf.get('with_imputed', 0)} with imputed")
-    return {"license_conflicts": {v: n_conf.get(v, 0) for v in VARIANTS},
-            "incompatible_share": share}
-
-
-def _small(df: DataFrame, limit: int = 1_000_000) -> bool:
-    return df.limit(limit + 1).count() <= limit
+    return {"license_conflicts": {v: n_conf.get(v, 0) for v in VARIANTS}}
 
 
 def write_report(report: dict[str, Any], path: str) -> None:

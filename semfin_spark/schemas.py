@@ -257,6 +257,8 @@ LINEAGE_CHAINS = Table(
         _col("pattern", STR, "Relations joined with ` > `; null when any is unknown."),
         _col("licenses", STRS, "Licence of each model on the path (null where unknown)."),
         _col("license_pattern", STR, "Licences joined with ` > `; null when any is unknown."),
+        _col("license_conflict", BOOL, "True when an edge of the chain is a licence conflict in this "
+             "variant (a row of `license_conflicts`)."),
         _col("truncated", BOOL, "True when the path was cut at lineage.max_depth or hit a cycle."),
     ]),
     ("variant", "path"),

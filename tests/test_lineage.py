@@ -155,6 +155,47 @@ def test_conflicts_follow_the_rules(real_warehouse):
         assert 0 < report["incompatible_share"][variant] < 1
 
 
+def test_a_chain_is_a_conflict_when_one_of_its_edges_is(real_warehouse):
+    """``license_conflict`` against the conflicts table, edge by edge in plain Python, and
+    the report's incompatible share counted from it."""
+    store, report, _, _ = real_warehouse
+    conflicting = {(r["variant"], r["child"], r["parent"]) for r in store.read(LICENSE_CONFLICTS).collect()}
+    chains = store.read(LINEAGE_CHAINS).select("variant", "path", "license_pattern", "license_conflict").collect()
+    complete = collections.Counter()
+    incompatible = collections.Counter()
+    for row in chains:
+        path = row["path"]
+        expected = any((row["variant"], child, parent) in conflicting for parent, child in zip(path, path[1:]))
+        assert row["license_conflict"] is expected
+        if row["license_pattern"] is not None:
+            complete[row["variant"]] += 1
+            incompatible[row["variant"]] += expected
+    for variant in ("declared", "with_imputed"):
+        assert incompatible[variant] > 0
+        assert report["incompatible_share"][variant] == round(incompatible[variant] / complete[variant], 4)
+
+
+def test_a_root_cut_at_max_fanout_keeps_its_licence(spark, settings):
+    """A root with more children than ``lineage.max_fanout`` is a chain without edges; its
+    licence still comes from the licences, as every other root's comes from its edges."""
+    import dataclasses
+
+    limited = dataclasses.replace(settings, lineage=dataclasses.replace(settings.lineage, max_fanout=1))
+    store = DeltaStore.from_settings(spark, limited)
+    write_rows(spark, store, HUB_MODELS, [{"id": n} for n in ("a", "b", "c", "x", "y")])
+    write_rows(spark, store, MODEL_PARENTS, [{"model_id": c, "parent_id": p, "relation": "finetune"}
+                                             for c, p in (("b", "a"), ("c", "a"), ("y", "x"))])
+    write_rows(spark, store, MODEL_FIELDS, [
+        {"model_id": m, "field": "license", "declared_value": v}
+        for m, v in (("a", "llama3.1"), ("b", "mit"), ("x", "cc-by-nc-4.0"), ("y", "mit"))])
+    report = run_lineage(spark, store, limited, progress=quiet)
+    rows = {r["root"]: r for r in store.read(LINEAGE_CHAINS).where("variant = 'declared'").collect()}
+    assert rows["a"]["depth"] == 0 and rows["a"]["truncated"] and rows["a"]["path"] == ["a"]
+    assert rows["a"]["licenses"] == ["llama3.1"] and not rows["a"]["license_conflict"]
+    assert rows["x"]["licenses"] == ["cc-by-nc-4.0", "mit"] and rows["x"]["license_conflict"]
+    assert report["incompatible_share"]["declared"] == 0.5
+
+
 def test_cycles_and_self_loops_terminate(spark, settings):
     store = DeltaStore.from_settings(spark, settings)
     write_rows(spark, store, HUB_MODELS, [{"id": n} for n in ("a", "b", "c", "d", "e", "s")])
