@@ -422,7 +422,8 @@ def _strings(table: Any, name: str) -> list[str]:
 
 def root_to_leaf_paths(spark: SparkSession, edges: DataFrame, *, max_depth: int = 32,
                        max_fanout: int | None = None,
-                       components: DataFrame | None = None) -> DataFrame:
+                       components: DataFrame | None = None,
+                       unique_pairs: bool = False) -> DataFrame:
     """Every root-to-leaf path of a directed graph given as ``child -> parent`` rows.
 
     A root is a node that is a parent but never a child; a leaf is a node that is never a
@@ -453,6 +454,9 @@ def root_to_leaf_paths(spark: SparkSession, edges: DataFrame, *, max_depth: int 
             follows every child.
         components: optional, the graph's :func:`connected_components` (``id``,
             ``component``) when the caller has them; computed here otherwise.
+        unique_pairs: the caller's promise that ``edges`` holds at most one row per
+            (child, parent) pair, with string ids: the deduplication (a shuffle of every
+            edge) is skipped. Self-loops and null ids are still dropped.
 
     Returns:
         Columns ``root`` (string), ``leaf`` (string, the last node of the path),
@@ -489,11 +493,15 @@ def root_to_leaf_paths(spark: SparkSession, edges: DataFrame, *, max_depth: int 
     extras = [c for c in edges.columns if c not in ("child", "parent")]
     values = (F.struct(*[F.col(c) for c in extras]) if extras
               else F.struct(F.lit(True).alias("edge")))
-    step = (edges.where(F.col("child").isNotNull() & F.col("parent").isNotNull()
-                        & (F.col("child") != F.col("parent")))
-            .groupBy(F.col("child").cast("string").alias("child"),
-                     F.col("parent").cast("string").alias("parent"))
-            .agg(F.min(values).alias("_edge")))
+    usable = edges.where(F.col("child").isNotNull() & F.col("parent").isNotNull()
+                         & (F.col("child") != F.col("parent")))
+    if unique_pairs:
+        step = usable.select(F.col("child").cast("string").alias("child"),
+                             F.col("parent").cast("string").alias("parent"), values.alias("_edge"))
+    else:
+        step = (usable.groupBy(F.col("child").cast("string").alias("child"),
+                               F.col("parent").cast("string").alias("parent"))
+                .agg(F.min(values).alias("_edge")))
     schema = StructType([
         StructField("root", StringType()), StructField("leaf", StringType()),
         StructField("path", ArrayType(StringType())), StructField("depth", IntegerType()),

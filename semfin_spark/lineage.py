@@ -301,7 +301,8 @@ def _chains(spark: SparkSession, store: DeltaStore, judged: DataFrame, licences:
         *[F.coalesce(F.col(f"verdict_{v}") == "conflict", F.lit(False)).alias(f"conflict_{v}")
           for v in VARIANTS])
     paths = graph.root_to_leaf_paths(spark, relations, max_depth=limits.max_depth,
-                                     max_fanout=limits.max_fanout, components=components)
+                                     max_fanout=limits.max_fanout, components=components,
+                                     unique_pairs=True)  # build_edges keeps one per pair
     edge_values = F.col(graph.EDGE_VALUES_COLUMN)
     counts = paths.agg(F.count(F.lit(1)).alias("paths"),
                        F.count(F.when(F.col("depth") == 0, 1)).alias("edgeless")).first()

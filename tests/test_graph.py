@@ -184,6 +184,20 @@ def test_paths_of_real_graph_equal_dfs(spark, real_edges):
     assert max(r["depth"] for r in rows) == 16
 
 
+def test_paths_of_unique_pairs_skip_only_the_deduplication(spark, real_edges):
+    """``unique_pairs=True`` on edges with one row per pair (the real graph has no repeated
+    pair) gives the same paths, its 42 self-loops still dropped; with the same pairs
+    repeated, the deduplication is what keeps the paths the same."""
+    assert len({(c, p) for c, p, _ in real_edges}) == len(real_edges)
+    unique = edges_df(spark, real_edges)
+    deduplicated = root_to_leaf_paths(spark, edges_df(spark, real_edges))
+    trusted = root_to_leaf_paths(spark, unique, unique_pairs=True)
+    assert trusted.count() == 42_461
+    assert trusted.exceptAll(deduplicated).count() == 0 and deduplicated.exceptAll(trusted).count() == 0
+    twice = edges_df(spark, real_edges + real_edges[:500])
+    assert root_to_leaf_paths(spark, twice).count() == 42_461
+
+
 @pytest.fixture(scope="module")
 def real_with_cycles(real_edges):
     """The real graph with back edges planted in mid-sized components, plus a rootless cycle.
