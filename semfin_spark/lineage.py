@@ -332,8 +332,11 @@ def _chains(spark: SparkSession, store: DeltaStore, judged: DataFrame, licences:
             "truncated"))
     table = variants[0].unionByName(variants[1])
     files = len(VARIANTS) * counts["paths"] // _CHAIN_ROWS_PER_FILE
+    # Fewer files than the session has cores would build the rows in fewer tasks than
+    # cores: there (a cluster) the optimized write's shuffle costs less than idle cores.
+    direct = files > 1 and files >= spark.sparkContext.defaultParallelism
     store.overwrite(LINEAGE_CHAINS, table, operation="LINEAGE", metadata=metadata,
-                    files=files if files > 1 else None)
+                    files=files if direct else None)
     stored = store.read(LINEAGE_CHAINS)
     stats = {r["variant"]: r for r in stored.groupBy("variant").agg(
         F.count("*").alias("paths"),
