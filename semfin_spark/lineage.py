@@ -308,7 +308,8 @@ def _chains(spark: SparkSession, store: DeltaStore, judged: DataFrame, licences:
                        F.count(F.when(F.col("depth") == 0, 1)).alias("edgeless")).first()
     # A root's licences are its first edge's parent's. A root with more children than
     # lineage.max_fanout is a path without edges: those few read the licences table.
-    chains = paths.select("*", *[edge_values.getItem(0).getField(f"parent_license_{v}")
+    # F.get: null past the end of an array whatever spark.sql.ansi.enabled says.
+    chains = paths.select("*", *[F.get(edge_values, 0).getField(f"parent_license_{v}")
                                  .alias(f"_root_license_{v}") for v in VARIANTS])
     if counts["edgeless"]:
         root_lic = licences.select(F.col("id").alias("root"),
