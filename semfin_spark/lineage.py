@@ -265,11 +265,8 @@ def judge_edges(spark: SparkSession, edges: DataFrame, licences: DataFrame, rule
         ``eqNullSafe`` on both licences. The chains and the conflicts table both read
         this one frame, so each edge meets its licences once.
     """
-    def ends(role: str) -> DataFrame:
-        return licences.select(F.col("id").alias(role),
-                               *[F.col(f"license_{v}").alias(f"{role}_license_{v}") for v in VARIANTS])
-
-    judged = edges.join(ends("child"), "child", "left").join(ends("parent"), "parent", "left")
+    judged = (edges.join(_licences_as(licences, "child"), "child", "left")
+              .join(_licences_as(licences, "parent"), "parent", "left"))
     distinct = sorted({r[0] for r in licences.select("license_with_imputed").distinct().collect()},
                       key=lambda v: (v is None, v or ""))
     verdicts = spark.createDataFrame(
@@ -283,6 +280,13 @@ def judge_edges(spark: SparkSession, edges: DataFrame, licences: DataFrame, rule
                               & F.col(f"child_license_{variant}").eqNullSafe(F.col("_v_child")), "left")
                   .drop("_v_parent", "_v_child"))
     return judged
+
+
+def _licences_as(licences: DataFrame, role: str) -> DataFrame:
+    """``licences`` (:func:`node_licenses`) with the id named ``role`` and each variant's
+    licence ``{role}_license_{variant}``, to join on a ``role`` column."""
+    return licences.select(F.col("id").alias(role),
+                           *[F.col(f"license_{v}").alias(f"{role}_license_{v}") for v in VARIANTS])
 
 
 def _chains(spark: SparkSession, store: DeltaStore, judged: DataFrame, licences: DataFrame,
@@ -310,18 +314,16 @@ def _chains(spark: SparkSession, store: DeltaStore, judged: DataFrame, licences:
     # lineage.max_fanout is a path without edges: those few read the licences table.
     # F.get: null past the end of an array whatever spark.sql.ansi.enabled says.
     chains = paths.select("*", *[F.get(edge_values, 0).getField(f"parent_license_{v}")
-                                 .alias(f"_root_license_{v}") for v in VARIANTS])
+                                 .alias(f"root_license_{v}") for v in VARIANTS])
     if counts["edgeless"]:
-        root_lic = licences.select(F.col("id").alias("root"),
-                                   *[F.col(f"license_{v}").alias(f"_root_license_{v}") for v in VARIANTS])
         chains = chains.where(F.col("depth") > 0).unionByName(
-            paths.where(F.col("depth") == 0).join(root_lic, "root", "left"))
+            paths.where(F.col("depth") == 0).join(_licences_as(licences, "root"), "root", "left"))
     variants = []
     # A field of an array of structs is read as an array (no F.transform: Spark evaluates
     # higher-order functions interpreted, row by row, and there are millions of paths).
     for variant in VARIANTS:
         rel_values = edge_values.getField(f"relation_{variant}")
-        lic_values = F.concat(F.array(F.col(f"_root_license_{variant}")),
+        lic_values = F.concat(F.array(F.col(f"root_license_{variant}")),
                               edge_values.getField(f"child_license_{variant}"))
         variants.append(chains.select(
             F.lit(variant).alias("variant"), "root", "leaf", "path", F.col("depth").cast("int"),

@@ -190,7 +190,7 @@ def test_paths_of_unique_pairs_skip_only_the_deduplication(spark, real_edges):
     repeated, the deduplication is what keeps the paths the same."""
     assert len({(c, p) for c, p, _ in real_edges}) == len(real_edges)
     unique = edges_df(spark, real_edges)
-    deduplicated = root_to_leaf_paths(spark, edges_df(spark, real_edges))
+    deduplicated = root_to_leaf_paths(spark, unique)
     trusted = root_to_leaf_paths(spark, unique, unique_pairs=True)
     assert trusted.count() == 42_461
     assert trusted.exceptAll(deduplicated).count() == 0 and deduplicated.exceptAll(trusted).count() == 0
