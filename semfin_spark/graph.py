@@ -495,13 +495,11 @@ def root_to_leaf_paths(spark: SparkSession, edges: DataFrame, *, max_depth: int 
               else F.struct(F.lit(True).alias("edge")))
     usable = edges.where(F.col("child").isNotNull() & F.col("parent").isNotNull()
                          & (F.col("child") != F.col("parent")))
+    pair = [F.col(c).cast("string").alias(c) for c in ("child", "parent")]
     if unique_pairs:
-        step = usable.select(F.col("child").cast("string").alias("child"),
-                             F.col("parent").cast("string").alias("parent"), values.alias("_edge"))
+        step = usable.select(*pair, values.alias("_edge"))
     else:
-        step = (usable.groupBy(F.col("child").cast("string").alias("child"),
-                               F.col("parent").cast("string").alias("parent"))
-                .agg(F.min(values).alias("_edge")))
+        step = usable.groupBy(*pair).agg(F.min(values).alias("_edge"))
     schema = StructType([
         StructField("root", StringType()), StructField("leaf", StringType()),
         StructField("path", ArrayType(StringType())), StructField("depth", IntegerType()),
