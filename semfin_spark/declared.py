@@ -105,6 +105,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from semfin_spark.delta import conform
+from semfin_spark.expressions import per_session
 from semfin_spark.licenses import OTHER, UNKNOWN, license_id_expr
 from semfin_spark.schemas import MODEL_FIELDS, MODEL_FILES, MODEL_PARENTS, MODEL_TAGS
 from semfin_spark.settings import FIELDS
@@ -324,6 +325,12 @@ def model_tags(models: DataFrame) -> DataFrame:
     tagged = (models.select(F.col("id").alias("model_id"), "library_name",
                             F.explode(F.array_distinct("tags")).alias("tag"))
               .where(F.col("tag").isNotNull() & (F.trim("tag") != "")))
+    return conform(tagged.select("model_id", "tag", *_tag_columns()), MODEL_TAGS)
+
+
+@per_session
+def _tag_columns() -> tuple[Column, ...]:
+    """``kind``, ``value`` and ``relation`` of a ``tag`` column (:func:`model_tags`)."""
     kind = _tag_kind_expr(F.col("tag"), F.col("library_name"))
     with_relation = F.col("tag").rlike(_BASE_MODEL_RELATION)
     prefixed = F.lower(F.regexp_extract("tag", _PREFIX, 1)).isin(*sorted(TAG_PREFIX_KINDS))
@@ -333,8 +340,7 @@ def model_tags(models: DataFrame) -> DataFrame:
              .otherwise(F.col("tag")))
     relation = F.when((kind == "base_model") & with_relation,
                       relation_expr(F.regexp_extract("tag", _BASE_MODEL_RELATION, 1)))
-    return conform(tagged.select("model_id", "tag", kind.alias("kind"), value.alias("value"),
-                                 relation.alias("relation")), MODEL_TAGS)
+    return kind.alias("kind"), value.alias("value"), relation.alias("relation")
 
 
 # --------------------------------------------------------------------------- file rules
@@ -424,10 +430,15 @@ def model_files(models: DataFrame) -> DataFrame:
     files = (models.select(F.col("id").alias("model_id"),
                            F.explode(F.array_distinct("siblings")).alias("path"))
              .where(F.col("path").isNotNull() & (F.trim("path") != "")))
+    return conform(files.select("model_id", "path", *_file_columns()), MODEL_FILES)
+
+
+@per_session
+def _file_columns() -> tuple[Column, ...]:
+    """``extension`` and ``kind`` of a ``path`` column (:func:`model_files`)."""
     extension = F.regexp_extract(F.lower(F.regexp_extract("path", _BASENAME, 1)), _EXTENSION, 1)
-    return conform(files.select("model_id", "path",
-                                F.when(extension != "", extension).alias("extension"),
-                                file_kind_expr(F.col("path")).alias("kind")), MODEL_FILES)
+    return (F.when(extension != "", extension).alias("extension"),
+            file_kind_expr(F.col("path")).alias("kind"))
 
 
 # --------------------------------------------------------------------------- parents
@@ -482,6 +493,7 @@ def _first_match(values: Column, predicate) -> Column:
     return _first(F.filter(values, predicate))
 
 
+@per_session
 def _parent_candidates() -> Column:
     """Every declared (parent, relation, source) of a model, sorted so that the row to keep
     for each parent comes first: array<struct> ordered by parent (case-folded), then
@@ -529,13 +541,18 @@ def _with_parents(models: DataFrame) -> DataFrame:
     # A projection of its own, so the lambda below reads the sorted array instead of
     # rebuilding it for every element.
     ranked = _with_card(models).withColumn(_PARENTS, _parent_candidates())
+    return ranked.withColumn(_PARENTS, _first_of_each_parent())
 
+
+@per_session
+def _first_of_each_parent() -> Column:
+    """The ranked candidates (:func:`_parent_candidates`), the first of each parent."""
     def first_of_its_parent(c: Column, i: Column) -> Column:
         # element_at is 1-based, so element i is the one before c.
         previous = F.element_at(F.col(_PARENTS), i)
         return F.when(i == 0, True).otherwise(c["parent_key"] != previous["parent_key"])
 
-    return ranked.withColumn(_PARENTS, F.filter(_PARENTS, first_of_its_parent))
+    return F.filter(_PARENTS, first_of_its_parent)
 
 
 def model_parents(models: DataFrame) -> DataFrame:
@@ -639,6 +656,12 @@ def _with_licence_candidates(models: DataFrame) -> DataFrame:
     """``models`` with every licence spelling it declares, card data first, then its
     ``license:`` tags: array<struct<source, raw, id>>. A projection of its own, so each
     spelling is folded once however many times the choice below reads it."""
+    return _with_card(models).withColumn(_LICENCES, _licence_candidates())
+
+
+@per_session
+def _licence_candidates() -> Column:
+    """The column of :func:`_with_licence_candidates` (needs :func:`_with_card`)."""
     def spelled(raws: Column, source: str) -> Column:
         return F.transform(raws, lambda r: F.struct(F.lit(source).alias("source"), r.alias("raw")))
 
@@ -647,8 +670,8 @@ def _with_licence_candidates(models: DataFrame) -> DataFrame:
                        lambda t: F.substring(t, len("license:") + 1, 1 << 30))
     spellings = F.concat(spelled(_json_values("license"), "card_data"),
                          spelled(tags, "tag"))
-    return _with_card(models).withColumn(_LICENCES, F.transform(spellings, lambda s: F.struct(
-        s["source"].alias("source"), s["raw"].alias("raw"), license_id_expr(s["raw"]).alias("id"))))
+    return F.transform(spellings, lambda s: F.struct(
+        s["source"].alias("source"), s["raw"].alias("raw"), license_id_expr(s["raw"]).alias("id")))
 
 
 def _pick_license(candidates: Column) -> Column:
@@ -692,6 +715,7 @@ def _license() -> Column:
                       _declared(tag["id"], tag["raw"], "tag"))
 
 
+@per_session
 def _field_structs() -> dict[str, Column]:
     """Each field's struct(value, raw, source), null when the model declares nothing."""
     return {

@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from semfin_spark.expressions import per_session
 from semfin_spark.schemas import Table
 from semfin_spark.session import hadoop_path
 
@@ -542,8 +543,12 @@ def conform(df: DataFrame, table: Table) -> DataFrame:
     missing = [c for c in table.columns if c not in df.columns]
     if missing:
         raise DeltaError(f"cannot write {table.name}: missing column(s) {missing}")
-    return df.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name)
-                       for f in table.schema.fields])
+    return df.select(*_conformed(table))
+
+
+@per_session
+def _conformed(table: Table) -> tuple[Column, ...]:
+    return tuple(F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in table.schema.fields)
 
 
 def _sql_text(text: str) -> str:

@@ -543,3 +543,26 @@ def test_a_model_with_nothing_declared(spark):
     rows = D.model_fields(models).collect()
     assert sorted(r.field for r in rows) == sorted(FIELDS)
     assert all(r.declared_value is None and r.value_source is None and r.sha == "abc" for r in rows)
+
+
+def test_expressions_are_built_once_per_session_and_work_in_any_frame(spark):
+    from pyspark.sql import functions as F
+
+    from semfin_spark.expressions import per_session
+
+    built: list[str] = []
+
+    @per_session
+    def upper(name: str):
+        built.append(name)
+        return F.upper(F.col(name)).alias(name)
+
+    assert upper("a") is upper("a") and upper("b") is not upper("a")
+    assert built == ["a", "b"]
+    frames = [spark.createDataFrame([(text,)], "a string") for text in ("p", "q")]
+    assert [f.select(upper("a")).first()[0] for f in frames] == ["P", "Q"]
+    # The declared rules are cached the same way: a second build reuses every column.
+    models = spark.createDataFrame([], HUB_MODELS.schema)
+    first, second = D.model_fields(models), D.model_fields(models)
+    assert first.schema == second.schema and first.columns == MODEL_FIELDS.columns
+    assert D._field_structs() is D._field_structs()  # noqa: SLF001
