@@ -548,6 +548,7 @@ def conform(df: DataFrame, table: Table) -> DataFrame:
 
 @per_session
 def _conformed(table: Table) -> tuple[Column, ...]:
+    """The table's columns by name, cast to its types: :func:`conform`'s projection."""
     return tuple(F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in table.schema.fields)
 
 
