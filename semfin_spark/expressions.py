@@ -35,7 +35,7 @@ def per_session(build: Callable[..., T]) -> Callable[..., T]:
         if context is None:  # no session: PySpark will say so when the column is built
             return build(*args)
         built = _BUILT.setdefault(context, {})
-        key = (build.__qualname__, args)
+        key = (build, args)  # the function itself: two builders may share a name
         if key not in built:
             built[key] = build(*args)
         return built[key]

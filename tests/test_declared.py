@@ -561,6 +561,14 @@ def test_expressions_are_built_once_per_session_and_work_in_any_frame(spark):
     assert built == ["a", "b"]
     frames = [spark.createDataFrame([(text,)], "a string") for text in ("p", "q")]
     assert [f.select(upper("a")).first()[0] for f in frames] == ["P", "Q"]
+
+    def builder(value: str):
+        @per_session
+        def same_name():  # every builder made here has the same qualified name
+            return F.lit(value)
+        return same_name
+
+    assert spark.range(1).select(builder("x")(), builder("y")()).first() == ("x", "y")
     # The declared rules are cached the same way: a second build reuses every column.
     models = spark.createDataFrame([], HUB_MODELS.schema)
     first, second = D.model_fields(models), D.model_fields(models)
