@@ -410,6 +410,8 @@ def _snapshot(settings: Settings, args: argparse.Namespace) -> int:
                            limit=args.limit, page_size=settings.ingest.hub_page_size,
                            workers=settings.ingest.hub_workers,
                            max_retries=settings.ingest.hub_max_retries,
+                           backoff_base=settings.ingest.hub_backoff_seconds,
+                           backoff_max=settings.ingest.hub_backoff_max_seconds,
                            fetch_configs=not args.no_configs,
                            timeout=settings.crawl.timeout_seconds,
                            budget=RequestBudget.from_settings(settings),

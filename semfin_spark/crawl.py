@@ -135,6 +135,8 @@ def crawl(spark: SparkSession, store: DeltaStore, settings: Settings, limit: int
     progress(f"crawl {run.crawl_id}: {'resuming' if run.resumed else 'starting'} at "
              f"{redact(hub.endpoint)}, budget {budget.describe()}")
     common = dict(endpoint=hub.endpoint, token=hub.token, max_retries=settings.ingest.hub_max_retries,
+                  backoff_base=settings.ingest.hub_backoff_seconds,
+                  backoff_max=settings.ingest.hub_backoff_max_seconds,
                   timeout=cfg.timeout_seconds, budget=budget, progress=progress,
                   progress_seconds=cfg.progress_seconds)
     run.listing = list_models_into(run.folder, limit=limit, page_size=settings.ingest.hub_page_size,

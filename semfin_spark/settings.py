@@ -59,6 +59,8 @@ class IngestSettings:
     max_record_bytes: int = 16_000_000
     hub_workers: int = 8
     hub_max_retries: int = 5
+    hub_backoff_seconds: float = 1.0
+    hub_backoff_max_seconds: float = 60.0
     hub_page_size: int = 1000
 
 
@@ -424,6 +426,7 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
 
 
 _MAY_BE_ZERO = frozenset({"evaluate.seed", "delta.vacuum_retention_hours", "ingest.hub_max_retries",
+                          "ingest.hub_backoff_seconds",
                           "crawl.retention_days", "crawl.max_deleted_fraction",
                           "crawl.max_fetch_minutes", "train.retrain_after_days",
                           "train.retrain_label_change", "train.max_training_models"})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import logging
 import os
 import re
 import signal
@@ -36,7 +37,21 @@ from semfin_spark.settings import HubSettings, load_settings
 
 TOKEN = "hf_CRAWLtokenNeverLogged0123456789"
 SMALL_FILES = {"ingest.hub_page_size": 200, "crawl.pages_per_file": 3,
-               "crawl.configs_per_file": 100, "crawl.progress_seconds": 0.001}
+               "crawl.configs_per_file": 100, "crawl.progress_seconds": 0.001,
+               # retried at once, not after the shipped second: no real-time wait in the suite
+               "ingest.hub_backoff_seconds": 0.01}
+
+
+class RetryWaits(logging.Handler):
+    """The waits before each retry, as the crawler logs them (its last argument)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.waits: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if ", retry " in record.msg:
+            self.waits.append(float(record.args[-1]))
 
 
 def lists_config(record: dict) -> bool:
@@ -94,7 +109,16 @@ def nights(spark, real_hub, tmp_path_factory):
                 hub.add_fault(pattern, truncate=True, times=1)
         hub.add_fault(r"^/api/models$", status=429, times=1, after=2, headers={"Retry-After": "0"})
         lines: list[str] = []
-        out["first"] = ingest(spark, store, "hub", settings, progress=lines.append)
+        waits, crawler_log = RetryWaits(), logging.getLogger("semfin_spark.hub_crawl")
+        level = crawler_log.level
+        crawler_log.addHandler(waits)
+        crawler_log.setLevel(logging.DEBUG)
+        try:
+            out["first"] = ingest(spark, store, "hub", settings, progress=lines.append)
+        finally:
+            crawler_log.removeHandler(waits)
+            crawler_log.setLevel(level)
+        out["first_waits"] = waits.waits
         out["first_lines"], out["first_resolves"] = list(lines), resolves(hub)
         out["faulty"] = faulty
         out["after_first"] = hub_rows(store)
@@ -146,6 +170,16 @@ def test_first_crawl_through_faults_stores_every_model_and_every_config(nights):
     assert nights["first"].crawl["complete"] is True
     # Each of the 5% faulty configs took exactly one retry; the others one request.
     assert nights["first_resolves"] == len(configs) + len(nights["faulty"])
+
+
+def test_retries_wait_as_the_settings_say(nights):
+    """`ingest.hub_backoff_seconds` reaches the crawler: the first retry of each faulty
+    config waits between half and all of it (jitter); the 429s wait their Retry-After (0)."""
+    waits, faulty = nights["first_waits"], nights["faulty"]
+    assert len(waits) == len(faulty) + 1  # each faulty config once, the listing's 429 once
+    assert sum(w == 0 for w in waits) == len(faulty[::3]) + 1  # Retry-After: 0
+    assert all(0 <= w <= 0.01 for w in waits)
+    assert sum(0.005 <= w for w in waits) == len(faulty) - len(faulty[::3])
 
 
 def test_second_crawl_with_nothing_changed_downloads_no_config(nights):

@@ -96,6 +96,8 @@ def test_readme_generated_blocks_match_the_code(block):
     ({"SEMFIN_FLATTEN__MAX_KEYS": "2.5"}, "flatten.max_keys must be a whole number"),
     ({"SEMFIN_EVALUATE__TEST_FRACTION": "1.5"}, "evaluate.test_fraction must be below 1"),
     ({"SEMFIN_DELTA__VACUUM_RETENTION_HOURS": "-1"}, "must be at least 0"),
+    ({"SEMFIN_INGEST__HUB_BACKOFF_SECONDS": "-0.5"}, "ingest.hub_backoff_seconds must be at least 0"),
+    ({"SEMFIN_INGEST__HUB_BACKOFF_MAX_SECONDS": "0"}, "ingest.hub_backoff_max_seconds must be positive"),
 ])
 def test_bad_overrides_are_settings_errors(environ, message):
     with pytest.raises(SettingsError, match=message):
@@ -103,8 +105,9 @@ def test_bad_overrides_are_settings_errors(environ, message):
 
 
 def test_zero_where_zero_means_something():
-    s = load_settings(environ={"SEMFIN_EVALUATE__SEED": "0", "SEMFIN_DELTA__VACUUM_RETENTION_HOURS": "0"})
-    assert (s.evaluate.seed, s.delta.vacuum_retention_hours) == (0, 0.0)
+    s = load_settings(environ={"SEMFIN_EVALUATE__SEED": "0", "SEMFIN_DELTA__VACUUM_RETENTION_HOURS": "0",
+                               "SEMFIN_INGEST__HUB_BACKOFF_SECONDS": "0"})
+    assert (s.evaluate.seed, s.delta.vacuum_retention_hours, s.ingest.hub_backoff_seconds) == (0, 0.0, 0.0)
 
 
 def test_relative_warehouse_is_made_absolute(tmp_path, monkeypatch):
