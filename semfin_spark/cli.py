@@ -403,17 +403,13 @@ def _snapshot_args(p: argparse.ArgumentParser) -> None:
 def _snapshot(settings: Settings, args: argparse.Namespace) -> int:
     """Crawl the Hub into snapshot files, without Spark or a warehouse (for a warehouse on
     object storage: crawl here, copy the folder, ingest it with --source snapshot:)."""
-    from semfin_spark.hub_crawl import HubCrawlError, RequestBudget, crawl_hub
+    from semfin_spark.hub_crawl import HubCrawlError, RequestBudget, client_options, crawl_hub
 
     try:
-        result = crawl_hub(args.out, endpoint=settings.hub.endpoint, token=settings.hub.token,
-                           limit=args.limit, page_size=settings.ingest.hub_page_size,
+        result = crawl_hub(args.out, **client_options(settings), limit=args.limit,
+                           page_size=settings.ingest.hub_page_size,
                            workers=settings.ingest.hub_workers,
-                           max_retries=settings.ingest.hub_max_retries,
-                           backoff_base=settings.ingest.hub_backoff_seconds,
-                           backoff_max=settings.ingest.hub_backoff_max_seconds,
                            fetch_configs=not args.no_configs,
-                           timeout=settings.crawl.timeout_seconds,
                            budget=RequestBudget.from_settings(settings),
                            progress=progress)
     except HubCrawlError as exc:

@@ -49,6 +49,7 @@ from semfin_spark.hub_crawl import (
     FetchResult,
     ListingResult,
     RequestBudget,
+    client_options,
     fetch_configs_into,
     list_models_into,
     read_json_file,
@@ -134,10 +135,7 @@ def crawl(spark: SparkSession, store: DeltaStore, settings: Settings, limit: int
     expected = state.where("deleted_at IS NULL").count() if store.exists(CRAWL_STATE) else None
     progress(f"crawl {run.crawl_id}: {'resuming' if run.resumed else 'starting'} at "
              f"{redact(hub.endpoint)}, budget {budget.describe()}")
-    common = dict(endpoint=hub.endpoint, token=hub.token, max_retries=settings.ingest.hub_max_retries,
-                  backoff_base=settings.ingest.hub_backoff_seconds,
-                  backoff_max=settings.ingest.hub_backoff_max_seconds,
-                  timeout=cfg.timeout_seconds, budget=budget, progress=progress,
+    common = dict(client_options(settings), budget=budget, progress=progress,
                   progress_seconds=cfg.progress_seconds)
     run.listing = list_models_into(run.folder, limit=limit, page_size=settings.ingest.hub_page_size,
                                    pages_per_file=cfg.pages_per_file, expected_models=expected,

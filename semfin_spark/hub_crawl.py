@@ -100,6 +100,16 @@ class CrawlResult:
     errors: int = 0
 
 
+def client_options(settings: Settings) -> dict[str, Any]:
+    """The Hub to crawl and how to retry it, from ``settings`` (``hub``, ``ingest.hub_*``
+    retries and backoff, ``crawl.timeout_seconds``): the keyword arguments that
+    :func:`crawl_hub`, :func:`list_models_into` and :func:`fetch_configs_into` share."""
+    ingest = settings.ingest
+    return dict(endpoint=settings.hub.endpoint, token=settings.hub.token,
+                max_retries=ingest.hub_max_retries, backoff_base=ingest.hub_backoff_seconds,
+                backoff_max=ingest.hub_backoff_max_seconds, timeout=settings.crawl.timeout_seconds)
+
+
 def crawl_hub(out_dir: str | Path, *, endpoint: str, token: str | None = None,
               limit: int | None = None, page_size: int = 1000, workers: int = 8,
               max_retries: int = 5, progress: Callable[[str], None] | None = print,
