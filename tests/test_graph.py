@@ -15,33 +15,12 @@ from semfin_spark.graph import (CYCLE_GROUP_COLUMN, EDGE_VALUES_COLUMN, PATH_COL
                                 drop_self_loops, find_cycles, graphframes_available,
                                 root_to_leaf_paths, self_loops)
 
+from oracles import union_find_components
+
 EDGE_SCHEMA = "child string, parent string, relation string"
 
 
 # ------------------------------------------------------------------ oracles (pure Python)
-
-def oracle_components(nodes, pairs):
-    """Union-find: node -> smallest id of its connected component."""
-    parent = {n: n for n in nodes}
-    for a, b in pairs:
-        parent.setdefault(a, a)
-        parent.setdefault(b, b)
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in pairs:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups = collections.defaultdict(list)
-    for n in parent:
-        groups[find(n)].append(n)
-    return {n: min(g) for g in groups.values() for n in g}
-
 
 def oracle_paths(edges, *, max_depth=32, max_fanout=None):
     """Explicit-stack DFS from every root, with the seam's documented stopping rules.
@@ -161,7 +140,7 @@ def test_components_of_real_graph_equal_union_find(spark, real_edges, backend):
     got = collect_components(connected_components(
         spark, as_src_dst(edges_df(spark, real_edges)),
         spark.createDataFrame([(n,) for n in nodes], "id string"), backend=backend))
-    want = oracle_components(nodes, [(c, p) for c, p, _ in real_edges])
+    want = union_find_components(nodes, [(c, p) for c, p, _ in real_edges])
     assert len(got) == len(want) == 29_973
     assert len(set(got.values())) == len(set(want.values()))
     assert collections.Counter(collections.Counter(got.values()).values()) == \
@@ -207,7 +186,7 @@ def real_with_cycles(real_edges):
     planted components only (kept small so the path search stays quick).
     """
     plain = [(c, p, r) for c, p, r in real_edges if c != p]
-    label = oracle_components([], [(c, p) for c, p, _ in plain])
+    label = union_find_components([], [(c, p) for c, p, _ in plain])
     members = collections.defaultdict(set)
     for n, g in label.items():
         members[g].add(n)
@@ -377,7 +356,7 @@ def test_zoo_components_with_isolated_nodes(spark, backend):
     comps = connected_components(spark, as_src_dst(edges_df(spark, ZOO)), nodes, backend=backend)
     assert dict(comps.dtypes) == {"id": "string", "component": "string"}
     got = collect_components(comps)
-    assert got == oracle_components(["lonely"], [(c, p) for c, p, _ in ZOO])
+    assert got == union_find_components(["lonely"], [(c, p) for c, p, _ in ZOO])
     assert {k: got[k] for k in ("a1", "m", "q", "z", "c4", "d2", "et", "s", "s3", "g1", "lonely")} == {
         "a1": "a1", "m": "a1", "q": "a1", "z": "r", "c4": "c0", "d2": "d0", "et": "ea",
         "s": "s", "s3": "s2", "g1": "g0", "lonely": "lonely"}

@@ -14,6 +14,8 @@ from semfin_spark.lineage import run_lineage
 from semfin_spark.schemas import (HUB_MODELS, LICENSE_CONFLICTS, LINEAGE_CHAINS, LINEAGE_COMPONENTS,
                                   LINEAGE_EDGES, MODEL_FIELDS, MODEL_PARENTS, Table)
 
+from oracles import union_find_components
+
 RELATION = {"finetuned": "finetune", "quantized": "quantized", "merged": "merge", "adapter": "adapter"}
 
 
@@ -24,25 +26,6 @@ def write_rows(spark, store, table: Table, rows: list[dict]) -> None:
 
 def quiet(_line: str) -> None:
     pass
-
-
-def independent_components(nodes, edges):
-    parent = {n: n for n in nodes}
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups = collections.defaultdict(set)
-    for n in nodes:
-        groups[find(n)].add(n)
-    return {n: min(g) for g in groups.values() for n in g}
 
 
 def independent_paths(edges):
@@ -104,7 +87,7 @@ def real_warehouse(spark, tmp_path_factory, real_graph):
 def test_components_equal_union_find(real_warehouse, real_graph):
     store, report, nodes, external = real_warehouse
     edges = [(c, p) for c, p, _ in real_graph if c != p]
-    expected = independent_components(nodes, edges)
+    expected = union_find_components(nodes, edges)
     got = {r["model_id"]: r["component_id"] for r in store.read(LINEAGE_COMPONENTS).collect()}
     assert got == expected
     sizes = collections.Counter(expected.values())

@@ -9,7 +9,7 @@ from semfin_spark.nightly import format_summary, run_nightly
 from semfin_spark.schemas import HUB_MODELS, LINEAGE_CHAINS, MODEL_FIELDS
 from semfin_spark.settings import FIELDS
 
-from test_lineage import independent_components
+from oracles import union_find_components
 
 
 def test_every_stage_ran_and_wrote_its_tables(nightly_run):
@@ -114,7 +114,7 @@ def test_report_matches_what_the_generator_planted(nightly_run):
     assert report["edges"] == len(edges)
     linked = {n for e in edges for n in e}
     assert report["isolated_models"] == sum(r["id"] not in linked for r in records)
-    sizes = collections.Counter(independent_components(linked, edges).values())
+    sizes = collections.Counter(union_find_components(linked, edges).values())
     assert report["components"] == len(sizes)
     assert report["largest_component"] == max(sizes.values())
 
