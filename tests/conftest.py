@@ -22,18 +22,6 @@ os.environ.pop("HF_TOKEN", None)
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-# The JVMs the tests start (spark-submit and `semfin` runs, the standalone cluster's
-# daemons and executors) live for seconds to minutes on a few hundred rows: the C2
-# compiler spends more CPU on their hot code than it returns before they exit, and the
-# suite is bound by CPU. They stop at C1 (the JVM reads JAVA_TOOL_OPTIONS, and says so
-# on stderr). Measured alone (2026-12-06): the standalone cluster's 1,500-model nightly
-# took 198.2 s against 252.6 and 241.1 s with executors compiling at both tiers (the
-# driver at C1 as well: 201.4 s); `semfin ingest` of 50 models 21.1 against 23.7 s. The
-# session's own JVM (:func:`spark`) lives for the whole run and keeps both tiers.
-SUBPROCESS_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
-_OWN_JVM_OPTIONS = os.environ.get("JAVA_TOOL_OPTIONS")
-os.environ["JAVA_TOOL_OPTIONS"] = " ".join(filter(None, (_OWN_JVM_OPTIONS, SUBPROCESS_JVM_OPTIONS)))
-
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
@@ -54,31 +42,25 @@ def spark(tmp_path_factory):
     warehouse = tmp_path_factory.mktemp("spark-session-warehouse")
     settings = load_settings(environ={}, overrides={"warehouse": str(warehouse),
                                                     "spark.master": "local[2]"})
-    tool_options = os.environ.pop("JAVA_TOOL_OPTIONS", None)  # this JVM keeps both JIT tiers
-    if _OWN_JVM_OPTIONS:
-        os.environ["JAVA_TOOL_OPTIONS"] = _OWN_JVM_OPTIONS
-    try:
-        session = build_session(settings, app_name="semfin-tests", extra_conf={
-            "spark.ui.enabled": "false",
-            "spark.ui.showConsoleProgress": "false",
-            "spark.sql.shuffle.partitions": "2",
-            "spark.default.parallelism": "2",
-            "spark.sql.adaptive.enabled": "false",
-            "spark.driver.memory": "3g",
-            "spark.sql.execution.arrow.maxRecordsPerBatch": "1000",
-            # The tests' data is a few rows: compiling generated code for each new plan costs
-            # more than running it interpreted (tests/test_impute.py 176 s -> 152 s). The
-            # standalone-cluster and spark-submit tests run with the shipped defaults (codegen).
-            "spark.sql.codegen.wholeStage": "false",
-            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-            # The session opens thousands of temporary tables: Delta's default cache kept every
-            # log with its state, the old generation stayed full and G1 spent 158 s of CPU
-            # marking it in a whole run (73 s of GC with these two).
-            "spark.databricks.delta.delta.log.cacheSize": "32",
-            "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
-        })
-    finally:
-        os.environ["JAVA_TOOL_OPTIONS"] = tool_options or SUBPROCESS_JVM_OPTIONS
+    session = build_session(settings, app_name="semfin-tests", extra_conf={
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": "2",
+        "spark.default.parallelism": "2",
+        "spark.sql.adaptive.enabled": "false",
+        "spark.driver.memory": "3g",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "1000",
+        # The tests' data is a few rows: compiling generated code for each new plan costs
+        # more than running it interpreted (tests/test_impute.py 176 s -> 152 s). The
+        # standalone-cluster and spark-submit tests run with the shipped defaults (codegen).
+        "spark.sql.codegen.wholeStage": "false",
+        "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+        # The session opens thousands of temporary tables: Delta's default cache kept every
+        # log with its state, the old generation stayed full and G1 spent 158 s of CPU
+        # marking it in a whole run (73 s of GC with these two).
+        "spark.databricks.delta.delta.log.cacheSize": "32",
+        "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
+    })
     yield session
     session.stop()
 
