@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from semfin_spark.cli import EXIT_DATA, EXIT_USAGE, build_parser, main
+from conftest import short_jvm_env
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -83,7 +84,7 @@ def test_spark_submit_job_equals_semfin_command(tmp_path, shared_data):
         wh = tmp_path / name
         proc = subprocess.run(cmd + ["--source", f"snapshot:{snapshot}", "--warehouse", str(wh)],
                               capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+                              env=short_jvm_env({**os.environ, "PYSPARK_PYTHON": sys.executable}))
         assert proc.returncode == 0, proc.stderr[-3000:]
         # spark-submit merges the driver's stderr (progress lines) into stdout.
         text = proc.stdout + proc.stderr
