@@ -22,6 +22,7 @@ from semfin_spark.aibom import (
     validate_bom,
 )
 from semfin_spark.schemas import HUB_MODELS, LINEAGE_CHAINS, LINEAGE_EDGES, MODEL_FIELDS
+from conftest import short_jvm_env
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -156,7 +157,7 @@ def test_semfin_aibom_writes_a_validated_file(nightly_run, lineage, tmp_path):
     _, chains = lineage
     leaf = chains[0]["leaf"]
     out = tmp_path / "bom.json"
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    env = short_jvm_env({**os.environ, "PYSPARK_PYTHON": sys.executable})
     proc = subprocess.run([str(VENV_BIN / "semfin"), "aibom", leaf, "--out", str(out),
                            "--master", "local[1]", "--warehouse", settings.warehouse],
                           capture_output=True, text=True, timeout=300, env=env)

@@ -15,6 +15,7 @@ from deltalake import DeltaTable
 
 from semfin_spark.delta import DeltaError, DeltaStore
 from semfin_spark.schemas import MODEL_TAGS
+from conftest import short_jvm_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -301,7 +302,8 @@ def test_process_killed_mid_write_leaves_previous_version(tmp_path):
             "model_id", F.udf(kill_on_last)("model_id"))
         store.upsert(MODEL_TAGS, doomed.repartition(4))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=short_jvm_env(dict(os.environ)))
     assert proc.returncode == -9, proc.stderr[-2000:]
     table = DeltaTable(str(tmp_path / "wh" / "model_tags"))
     assert table.version() == 0
@@ -329,7 +331,8 @@ def test_two_writers_at_once_lose_nothing_and_duplicate_nothing(tmp_path):
                 print("RESULT conflict", str(exc)[:80])
         """)
         procs.append(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+                                      stderr=subprocess.PIPE, text=True,
+                                      env=short_jvm_env(dict(os.environ))))
     deadline = time.monotonic() + 280
     while not all((tmp_path / f"ready-{w}").exists() for w in ("a", "b")):  # both sessions up
         assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
