@@ -23,15 +23,17 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def short_jvm_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` for a JVM a test starts that lives minutes on a few hundred rows (the
-    standalone cluster's daemons and executors, a spark-submit run): the JIT stops at C1.
+def short_jvm_env(**extra: str) -> dict[str, str]:
+    """``os.environ`` with ``extra``, for a JVM a test starts that lives minutes on a few
+    hundred rows (the standalone cluster's daemons and executors, a spark-submit run): the
+    JIT stops at C1.
     The C2 compiler spends more CPU on such a JVM's hot code than the code gives back
     before the JVM exits, and the suite is bound by CPU. Measured alone (2026-12-06): the
     standalone cluster's 1,500-model nightly took 198.2 s with its executors at C1 against
     252.6 and 241.1 s at both tiers. Only for JVMs started as processes: the session's own
     JVM lives for the whole run and keeps both tiers (C1 alone made its small flattens
     slower), so this is never put in ``os.environ``."""
+    env = {**os.environ, **extra}
     own = env.get("JAVA_TOOL_OPTIONS")
     return {**env, "JAVA_TOOL_OPTIONS": " ".join(filter(None, (own, "-XX:TieredStopAtLevel=1")))}
 

@@ -51,8 +51,8 @@ class StandaloneCluster:
     def _spawn(self, name: str, args: list[str]) -> None:
         spark_class = Path(sys.executable).parent / "spark-class"
         # The executors a worker starts inherit its environment, C1 included.
-        env = short_jvm_env({**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1",
-                             "PYSPARK_PYTHON": sys.executable})
+        env = short_jvm_env(SPARK_LOCAL_IP="127.0.0.1", SPARK_NO_DAEMONIZE="1",
+                            PYSPARK_PYTHON=sys.executable)
         log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         self._procs.append(subprocess.Popen([str(spark_class), *args], stdout=log,
                                             stderr=subprocess.STDOUT, env=env,

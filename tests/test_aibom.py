@@ -157,7 +157,7 @@ def test_semfin_aibom_writes_a_validated_file(nightly_run, lineage, tmp_path):
     _, chains = lineage
     leaf = chains[0]["leaf"]
     out = tmp_path / "bom.json"
-    env = short_jvm_env({**os.environ, "PYSPARK_PYTHON": sys.executable})
+    env = short_jvm_env(PYSPARK_PYTHON=sys.executable)
     proc = subprocess.run([str(VENV_BIN / "semfin"), "aibom", leaf, "--out", str(out),
                            "--master", "local[1]", "--warehouse", settings.warehouse],
                           capture_output=True, text=True, timeout=300, env=env)

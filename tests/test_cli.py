@@ -84,7 +84,7 @@ def test_spark_submit_job_equals_semfin_command(tmp_path, shared_data):
         wh = tmp_path / name
         proc = subprocess.run(cmd + ["--source", f"snapshot:{snapshot}", "--warehouse", str(wh)],
                               capture_output=True, text=True, timeout=300,
-                              env=short_jvm_env({**os.environ, "PYSPARK_PYTHON": sys.executable}))
+                              env=short_jvm_env(PYSPARK_PYTHON=sys.executable))
         assert proc.returncode == 0, proc.stderr[-3000:]
         # spark-submit merges the driver's stderr (progress lines) into stdout.
         text = proc.stdout + proc.stderr

@@ -303,7 +303,7 @@ def test_process_killed_mid_write_leaves_previous_version(tmp_path):
         store.upsert(MODEL_TAGS, doomed.repartition(4))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          env=short_jvm_env(dict(os.environ)))
+                          env=short_jvm_env())
     assert proc.returncode == -9, proc.stderr[-2000:]
     table = DeltaTable(str(tmp_path / "wh" / "model_tags"))
     assert table.version() == 0
@@ -332,7 +332,7 @@ def test_two_writers_at_once_lose_nothing_and_duplicate_nothing(tmp_path):
         """)
         procs.append(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True,
-                                      env=short_jvm_env(dict(os.environ))))
+                                      env=short_jvm_env()))
     deadline = time.monotonic() + 280
     while not all((tmp_path / f"ready-{w}").exists() for w in ("a", "b")):  # both sessions up
         assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
