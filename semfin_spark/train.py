@@ -241,6 +241,9 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                                      f"train.min_labels={settings.train.min_labels}")
                     progress(f"train {name}: skipped ({skipped[name]})")
                     continue
+                # A field's fits take minutes on a large Hub: say which one is running.
+                progress(f"train {name}: fitting on {n} labelled models "
+                         f"({', '.join(settings.train.classifiers)})")
                 fm = fit_field(spark, data, name, settings, seed=seed)
                 fitted[name] = fm
                 sample = f" (fitted on a sample of {fm.n_fit})" if fm.n_fit < fm.n_train else ""
