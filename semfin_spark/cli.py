@@ -468,6 +468,16 @@ STAGES: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable
 }
 # Stages that need neither Spark nor the warehouse.
 DRIVER_ONLY_STAGES = frozenset({"snapshot"})
+# The tables a stage reads, each with the stage that writes it. A stage run on its own
+# over a warehouse without them (a mistyped --warehouse, or a stage run before the one
+# that feeds it) exits with EXIT_DATA instead of writing empty tables into a new folder.
+STAGE_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "flatten": (("hub_models", "ingest"),),
+    "train": (("model_fields", "flatten"),),
+    "evaluate": (("model_fields", "flatten"),),
+    "impute": (("model_fields", "flatten"),),
+    "lineage": (("model_parents", "flatten"), ("model_fields", "flatten")),
+}
 # Stages that read the warehouse with DuckDB on the embedded default (see sql_engine).
 DUCKDB_STAGES = {"sql": _sql_duckdb, "report": _report_duckdb}
 
@@ -518,11 +528,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.stage in DRIVER_ONLY_STAGES:
         return STAGES[args.stage][2](settings, args)
-    if getattr(args, "source", None):  # a mistyped snapshot path fails before the JVM starts
+    # A mistyped snapshot path (ingest's and nightly's --source, evaluate's --snapshot)
+    # fails before the JVM starts.
+    source = getattr(args, "source", None) or (
+        f"snapshot:{args.snapshot}" if getattr(args, "snapshot", None) else None)
+    if source:
         from semfin_spark.ingest import IngestError, check_source
 
         try:
-            check_source(args.source)
+            check_source(source)
         except IngestError as exc:
             _error(args.stage, exc)
             return EXIT_DATA
@@ -538,6 +552,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             except OSError as exc:  # a read-only or full warehouse: nothing can be written
                 _error(args.stage, f"cannot write to the warehouse {settings.warehouse}: {exc}")
                 return EXIT_USAGE
+        # After the lock: a table another writer is creating right now is not missing.
+        if _is_local(settings.warehouse):  # answered before the JVM starts; else in _run_stage
+            missing = missing_input(args, settings.warehouse,
+                                    lambda table: _local_table_exists(settings.warehouse, table))
+            if missing:
+                _error(args.stage, missing)
+                return EXIT_DATA
         return _run_stage(args, settings)
 
 
@@ -557,6 +578,11 @@ def _run_stage(args: argparse.Namespace, settings: Settings) -> int:
     started = time.time()
     try:
         store = DeltaStore.from_settings(spark, settings)
+        missing = None if _is_local(settings.warehouse) else \
+            missing_input(args, settings.warehouse, store.exists)
+        if missing:
+            _error(args.stage, missing)
+            return EXIT_DATA
         progress(f"{args.stage}: warehouse {settings.warehouse} on {spark.sparkContext.master} "
                  f"(Spark {spark.version}, UI {spark.sparkContext.uiWebUrl or 'off'})")
         code = STAGES[args.stage][2](spark, store, settings, args)
@@ -577,6 +603,33 @@ def _run_stage(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         release_checkpoints(spark)
         spark.stop()
+
+
+def missing_input(args: argparse.Namespace, warehouse: str,
+                  exists: Callable[[str], bool]) -> str | None:
+    """Why ``args.stage`` cannot run on ``warehouse`` (a table of :data:`STAGE_INPUTS` that
+    ``exists`` does not find), or None. ``evaluate --snapshot`` reads no warehouse table."""
+    if getattr(args, "snapshot", None):
+        return None
+    for table, writer in STAGE_INPUTS.get(args.stage, ()):
+        if not exists(table):
+            return (f"the warehouse {warehouse} has no {table} table: run `semfin {writer}` "
+                    "first, or check --warehouse / SEMFIN_WAREHOUSE")
+    return None
+
+
+def _is_local(warehouse: str) -> bool:
+    return "://" not in warehouse or warehouse.startswith("file:")
+
+
+def _local_table_exists(warehouse: str, table: str) -> bool:
+    """A Delta table with a commit (or a checkpoint) under a local warehouse."""
+    from pathlib import Path
+
+    root = warehouse.removeprefix("file://").removeprefix("file:")
+    log = Path(root) / table / "_delta_log"
+    return log.is_dir() and any(p.name.endswith(".json") or ".checkpoint" in p.name
+                                for p in log.iterdir())
 
 
 def _data_errors() -> tuple[type[BaseException], ...]:

@@ -107,6 +107,42 @@ def test_missing_snapshot_exits_with_data_code_before_spark_starts(tmp_path, cap
                      "--warehouse", str(tmp_path / "w")])
         assert code == EXIT_DATA
         assert "does not exist" in capsys.readouterr().err
+    code = main(["evaluate", "--snapshot", str(tmp_path / "none.jsonl.gz"),
+                 "--warehouse", str(tmp_path / "w")])
+    assert code == EXIT_DATA and "does not exist" in capsys.readouterr().err
+
+
+def test_a_stage_without_its_input_tables_exits_before_spark_and_writes_nothing(tmp_path):
+    """A mistyped --warehouse, or a stage run before the one that feeds it: a clear error
+    and EXIT_DATA, not a run that creates empty tables in a new folder."""
+    wh = tmp_path / "typo"
+    proc = subprocess.run([str(VENV_BIN / "semfin"), "lineage", "--warehouse", str(wh)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_DATA, proc.stderr[-2000:]
+    assert "has no model_parents table: run `semfin flatten` first" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Spark" not in proc.stderr  # no JVM started
+    assert not wh.exists() or not any(wh.iterdir())  # at most the lock's folder, empty
+
+
+def test_each_stage_names_the_first_table_it_lacks_and_the_stage_that_writes_it():
+    from argparse import Namespace
+
+    from semfin_spark.cli import missing_input
+
+    def lacking(stage: str, tables: set[str], **options) -> str | None:
+        return missing_input(Namespace(stage=stage, **options), "wh", tables.__contains__)
+
+    everything = {"hub_models", "model_fields", "model_parents"}
+    for stage in ("ingest", "flatten", "train", "evaluate", "impute", "lineage", "nightly",
+                  "sql", "report", "tables", "aibom"):
+        assert lacking(stage, everything) is None, stage
+    assert "no hub_models table: run `semfin ingest`" in lacking("flatten", set())
+    for stage in ("train", "evaluate", "impute", "lineage"):
+        assert "no model_fields table: run `semfin flatten`" in lacking(stage, {"model_parents"})
+    assert "no model_parents table" in lacking("lineage", {"model_fields"})
+    assert lacking("ingest", set()) is None and lacking("nightly", set()) is None
+    # evaluate --snapshot builds its own warehouse from the snapshot
+    assert lacking("evaluate", set(), snapshot="dev.jsonl.gz") is None
 
 
 def test_missing_delta_jars_say_how_to_fetch_them(tmp_path):
