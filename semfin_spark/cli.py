@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from semfin_spark.redaction import RedactingFilter, redact
-from semfin_spark.settings import Settings, SettingsError, load_settings
+from semfin_spark.settings import Settings, SettingsError, load_settings, local_path
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DATA, EXIT_UNREACHABLE, EXIT_CONFLICT, EXIT_LOCKED = \
     0, 1, 2, 3, 4, 5, 6
@@ -225,7 +225,6 @@ def sql_engine(args: argparse.Namespace, settings: Settings) -> str:
     an explicit ``--master`` or on a warehouse that is not a local folder, else DuckDB
     where it is installed."""
     from semfin_spark.session import under_spark_submit
-    from semfin_spark.settings import local_path
 
     from semfin_spark.sql import duckdb_available
 
@@ -244,7 +243,6 @@ def _sql(spark: Any, store: Any, settings: Settings, args: argparse.Namespace) -
 
 def _sql_duckdb(settings: Settings, args: argparse.Namespace) -> int:
     from semfin_spark.delta import DeltaError
-    from semfin_spark.settings import local_path
     from semfin_spark.sql import parse_as_of
     from semfin_spark.sql_duckdb import DuckDBEngine
 
@@ -334,7 +332,6 @@ def _report_duckdb(settings: Settings, args: argparse.Namespace) -> int:
     import os
 
     from semfin_spark.report import make_report
-    from semfin_spark.settings import local_path
     from semfin_spark.sql import MissingTableError
     from semfin_spark.sql_duckdb import DuckDBEngine
 
@@ -553,9 +550,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 _error(args.stage, f"cannot write to the warehouse {settings.warehouse}: {exc}")
                 return EXIT_USAGE
         # After the lock: a table another writer is creating right now is not missing.
-        if _is_local(settings.warehouse):  # answered before the JVM starts; else in _run_stage
+        root = local_path(settings.warehouse)
+        if root is not None:  # answered before the JVM starts; else in _run_stage
             missing = missing_input(args, settings.warehouse,
-                                    lambda table: _local_table_exists(settings.warehouse, table))
+                                    lambda table: _local_table_exists(root, table))
             if missing:
                 _error(args.stage, missing)
                 return EXIT_DATA
@@ -578,7 +576,7 @@ def _run_stage(args: argparse.Namespace, settings: Settings) -> int:
     started = time.time()
     try:
         store = DeltaStore.from_settings(spark, settings)
-        missing = None if _is_local(settings.warehouse) else \
+        missing = None if local_path(settings.warehouse) is not None else \
             missing_input(args, settings.warehouse, store.exists)
         if missing:
             _error(args.stage, missing)
@@ -618,15 +616,10 @@ def missing_input(args: argparse.Namespace, warehouse: str,
     return None
 
 
-def _is_local(warehouse: str) -> bool:
-    return "://" not in warehouse or warehouse.startswith("file:")
-
-
-def _local_table_exists(warehouse: str, table: str) -> bool:
-    """A Delta table with a commit (or a checkpoint) under a local warehouse."""
+def _local_table_exists(root: str, table: str) -> bool:
+    """A Delta table with a commit (or a checkpoint) under the local warehouse ``root``."""
     from pathlib import Path
 
-    root = warehouse.removeprefix("file://").removeprefix("file:")
     log = Path(root) / table / "_delta_log"
     return log.is_dir() and any(p.name.endswith(".json") or ".checkpoint" in p.name
                                 for p in log.iterdir())

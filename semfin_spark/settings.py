@@ -326,14 +326,17 @@ def load_settings(
 
 
 def local_path(location: str) -> str | None:
-    """The local path of a location (``file://`` dropped), or None for another scheme.
+    """The local path of a location (``file://`` or ``file:`` dropped), or None for another
+    scheme.
 
     Examples:
-        >>> local_path("file:///tmp/wh"), local_path("./wh"), local_path("s3a://b/wh")
-        ('/tmp/wh', './wh', None)
+        >>> local_path("file:///tmp/wh"), local_path("file:/tmp/wh"), local_path("./wh")
+        ('/tmp/wh', '/tmp/wh', './wh')
+        >>> local_path("s3a://b/wh") is None
+        True
     """
-    if location.startswith("file://"):
-        return location[len("file://"):]
+    if location.startswith("file:"):
+        return location[len("file://"):] if location.startswith("file://") else location[len("file:"):]
     return None if "://" in location else location
 
 
