@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 from semfin_spark.delta import DeltaStore, table_versions
 from semfin_spark.redaction import redact
 from semfin_spark.schemas import RUNS, TABLES
+from semfin_spark.settings import local_path
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,11 @@ def acquire_lock(warehouse: str, operation: str, *, stale_after: float = 6 * 360
     """
     owner = {"operation": operation, "host": socket.gethostname(), "pid": os.getpid(),
              "started_at": time.time(), "refreshed_at": time.time(), "token": uuid.uuid4().hex}
-    if "://" in warehouse and not warehouse.startswith("file:"):
+    root = local_path(warehouse)
+    if root is None:
         log.warning("warehouse %s is on an object store: no lock is taken; never start two "
                     "writers at once there", redact(warehouse))
         return WarehouseLock(None, owner)
-    root = warehouse[len("file:"):] if warehouse.startswith("file:") else warehouse
     os.makedirs(root, exist_ok=True)
     path = os.path.join(root, LOCK_FILE)
     for _ in range(3):
