@@ -90,6 +90,7 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from semfin_spark import schemas
 from semfin_spark.delta import DeltaStore
 from semfin_spark.schemas import (
     CONFIG_FEATURES, FLATTEN_REJECTS, FLATTEN_STATE, HUB_MODELS, IMPUTE_COLUMNS, MODEL_FIELDS, MODEL_FILES,
@@ -801,15 +802,17 @@ FLATTEN_INPUTS: tuple[str, ...] = ("sha", "config_json", "config", "tags", "sibl
 
 
 def change_key() -> Any:
-    """The column that says a model changed: ``<sha>:<hash of every flatten input>``.
+    """The column that says a model changed: ``<sha>:<hash of every flatten input>:f<format>``.
 
     Keyed on what flatten reads, not on the sha alone: a config.json fetched on a later
     crawl for the same commit, or a Hub-side field change without a commit (a new
     ``pipeline_tag``), must reach the tables too. Downloads and likes, which change every
-    day, are not inputs and reprocess nothing.
+    day, are not inputs and reprocess nothing. The last part is
+    :data:`~semfin_spark.schemas.FLATTEN_FORMAT`: a release that flattens differently
+    reprocesses every model once.
     """
     digest = F.lpad(F.hex(F.xxhash64(*[F.col(c) for c in FLATTEN_INPUTS])), 16, "0")
-    return F.concat_ws(":", F.coalesce(F.col("sha"), F.lit("")), digest)
+    return F.concat_ws(":", F.coalesce(F.col("sha"), F.lit("")), digest, F.lit(f"f{schemas.FLATTEN_FORMAT}"))
 
 
 def flatten(spark: SparkSession, store: DeltaStore, settings: Settings, *,

@@ -50,7 +50,7 @@ from semfin_spark.session import cut_lineage
 from semfin_spark.settings import FIELDS, Settings
 from semfin_spark.classifier import POOLED_CLASS, declared_labels, score
 from semfin_spark.neighbourhood import VOTE_COL, field_vote, lineage_pairs, neighbour_votes, with_vote
-from semfin_spark.registry import RegistryError, load_field_model, resolve_model
+from semfin_spark.registry import RegistryError, StaleModelError, load_field_model, resolve_model
 
 _IMPUTED_COLUMNS = (*IMPUTE_COLUMNS, "value", "value_source")
 
@@ -140,8 +140,9 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         skipped and why; the ``model_fields`` version written.
 
     Raises:
-        ImputeError: ``model_version`` was given and does not exist, or no field at all
-            has a registered model.
+        ImputeError: ``model_version`` was given and does not exist, no field at all
+            has a registered model, or a registered model was trained on token bags of
+            another flatten format (:class:`~semfin_spark.registry.StaleModelError`).
 
     Examples:
         >>> result = impute(spark, store, settings)                     # doctest: +SKIP
@@ -154,7 +155,7 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         try:
             models[name] = resolve_model(settings, name, model_version)
         except RegistryError as exc:
-            if model_version:
+            if model_version or isinstance(exc, StaleModelError):
                 raise ImputeError(str(exc)) from None
             result.skipped[name] = str(exc)
             progress(f"impute {name}: skipped ({exc})")

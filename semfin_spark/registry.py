@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
+from semfin_spark import schemas
 from semfin_spark.classifier import (
     LR_MAX_ITER, LR_REG_PARAM, NB_SMOOTHING, POOLED_CLASS, PREDICTION_COL, RF_DEPTH, RF_TREES,
     VALIDATION_FRACTION, FieldModel, Metrics,
@@ -194,6 +195,7 @@ def log_training(fitted: Mapping[str, FieldModel], skipped: Mapping[str, str], s
             result.run_id, result.experiment_id = run.info.run_id, experiment_id
             mlflow.set_tags({f"delta_version.{k}": str(v) for k, v in delta_versions.items()})
             mlflow.set_tag("semfin.stage", "train")
+            mlflow.set_tag(FLATTEN_FORMAT_TAG, str(schemas.FLATTEN_FORMAT))
             if fingerprint:
                 mlflow.set_tag("semfin.fingerprint", fingerprint)
             if settings_fingerprint:
@@ -332,6 +334,16 @@ class RegistryError(LookupError):
     """A registered model or version that does not exist or cannot be read."""
 
 
+class StaleModelError(RegistryError):
+    """A registered model fitted on token bags of another flatten format than this
+    release's (:data:`~semfin_spark.schemas.FLATTEN_FORMAT`): its vocabulary may not match
+    the bags it would score."""
+
+
+FLATTEN_FORMAT_TAG = "semfin.flatten_format"
+"""The run tag naming the flatten format the run's models were fitted on."""
+
+
 def registered_name(settings: Settings, field_name: str) -> str:
     """``semfin-<field>`` (``train.registered_model_prefix`` + field)."""
     return f"{settings.train.registered_model_prefix}{field_name}"
@@ -347,6 +359,8 @@ def resolve_model(settings: Settings, field_name: str, version: str | None) -> t
 
     Raises:
         RegistryError: no such registered model (run ``semfin train`` first) or version.
+        StaleModelError: the version was trained on another flatten format (a run
+            without the tag predates the format, and counts as another).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -362,8 +376,14 @@ def resolve_model(settings: Settings, field_name: str, version: str | None) -> t
                 raise RegistryError(f"no registered model {name!r} at {safe_uri(settings.tracking_uri)}: "
                                   "run `semfin train` first")
             mv = max(versions, key=lambda v: int(v.version))
+        trained_on = client.get_run(mv.run_id).data.tags.get(FLATTEN_FORMAT_TAG)
     except MlflowException as exc:
         raise RegistryError(f"cannot resolve model {name!r} version {version}: {exc.message}") from None
+    if trained_on != str(schemas.FLATTEN_FORMAT):
+        raise StaleModelError(
+            f"{name} version {mv.version} was trained on flatten format {trained_on or 'unknown'}, "
+            f"this release flattens format {schemas.FLATTEN_FORMAT}: run `semfin flatten` and "
+            "`semfin train` (the nightly runs both) before imputing")
     return name, str(mv.version), mv.run_id
 
 

@@ -23,6 +23,20 @@ from pyspark.sql.types import (
 )
 
 
+FLATTEN_FORMAT = 1
+"""The version of what flatten derives from a ``hub_models`` record: the rows of its
+tables (``config_features``, ``model_tags``, ``model_files``, ``model_fields``' declared
+values, ``model_parents``) and the token bags of ``model_tokens``.
+
+Bump it with any change that gives a model other rows or another bag than the release
+before (a new token kind, another tag kind, another flatten limit's meaning). It is part
+of ``flatten_state.change_key``, so the next flatten reprocesses every model, not only the
+changed ones (an incremental run would leave old and new bags side by side), and of a
+training's fingerprint, so the next train does not keep a model fitted on the old bags;
+impute refuses a registered model trained on another format (run ``semfin train``, which
+the nightly does)."""
+
+
 @dataclass(frozen=True)
 class Table:
     """A SemFin table: name (its folder under the warehouse), schema, key, and what it holds."""
@@ -134,7 +148,7 @@ FLATTEN_STATE = Table(
     "flatten_state",
     StructType([
         _col("model_id", STR, "Hub repo id.", False),
-        _col("change_key", STR, "`<sha>:<hash>` at the model's last flatten: its sha and a hash of every hub_models column flatten reads."),
+        _col("change_key", STR, "`<sha>:<hash>:f<format>` at the model's last flatten: its sha, a hash of every hub_models column flatten reads, and the flatten format (FLATTEN_FORMAT) it was flattened with."),
         _col("flattened_at", TS, "When the model was last flattened (UTC)."),
     ]),
     ("model_id",),

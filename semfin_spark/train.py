@@ -18,6 +18,7 @@ from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from semfin_spark import schemas
 from semfin_spark.classifier import FieldModel, declared_labels, fit_field, labels
 from semfin_spark.delta import DeltaStore, table_versions
 from semfin_spark.registry import TrainResult, log_training, newest_training, registered_result
@@ -109,8 +110,10 @@ def label_checksum(store: DeltaStore) -> str:
 def training_fingerprint(settings: Settings, seed: int, inputs: Mapping[str, Any]) -> str:
     """SHA-256 of what a training depends on: the train settings (not the schedule), the
     seed, the state of its inputs (Delta versions of the feature tables,
-    :func:`label_checksum`) and the package version (tag ``semfin.fingerprint`` of a run;
-    with no inputs, tag ``semfin.settings``: the same training on other data)."""
+    :func:`label_checksum`), the package version and the format of the token bags
+    (:data:`~semfin_spark.schemas.FLATTEN_FORMAT`, so a training on bags of another format
+    never stands). Tag ``semfin.fingerprint`` of a run; with no inputs, tag
+    ``semfin.settings``: the same training on other data."""
     import dataclasses
     import hashlib
 
@@ -118,8 +121,8 @@ def training_fingerprint(settings: Settings, seed: int, inputs: Mapping[str, Any
 
     trained_by = {k: v for k, v in dataclasses.asdict(settings.train).items()
                   if k not in SCHEDULE_SETTINGS}
-    payload = {"train": trained_by, "seed": seed,
-               "inputs": dict(sorted(inputs.items())), "semfin": __version__}
+    payload = {"train": trained_by, "seed": seed, "inputs": dict(sorted(inputs.items())),
+               "semfin": __version__, "flatten_format": schemas.FLATTEN_FORMAT}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pyspark.sql import functions as F
 
+from semfin_spark import schemas
 from semfin_spark.delta import DeltaStore
 from semfin_spark.flatten import (
     FLATTENED_SCHEMA, OUTPUT_TABLES, TRUNCATION_MARKER, flatten, flatten_config,
@@ -451,9 +452,11 @@ def test_a_run_killed_after_its_first_write_converges_on_rerun(spark, settings, 
         {(mid, f"sha-{mid}-v2") for mid in with_features}
 
 
-def test_changes_without_a_new_sha_reach_the_tables(spark, store, settings, tmp_path):
+def test_changes_without_a_new_sha_reach_the_tables(spark, store, settings, tmp_path,
+                                                    monkeypatch):
     """A config fetched on a later crawl for the same sha, or a Hub-side pipeline_tag
-    change without a commit, is flattened; a new download count reprocesses nothing."""
+    change without a commit, is flattened; a new download count reprocesses nothing; a
+    release that flattens differently (a new FLATTEN_FORMAT) reprocesses every model once."""
     base = {"id": "o/m", "sha": "s" * 40, "lastModified": "2024-01-01T00:00:00Z",
             "tags": ["pytorch"], "downloads": 1}
     ingest(spark, store, write_snapshot(tmp_path / "a.jsonl", [base]), settings, progress=quiet)
@@ -469,6 +472,12 @@ def test_changes_without_a_new_sha_reach_the_tables(spark, store, settings, tmp_
 
     busier = {**later, "downloads": 500, "likes": 9}
     ingest(spark, store, write_snapshot(tmp_path / "c.jsonl", [busier]), settings, progress=quiet)
+    assert flatten(spark, store, settings, progress=quiet).reprocessed == 0
+
+    monkeypatch.setattr(schemas, "FLATTEN_FORMAT", schemas.FLATTEN_FORMAT + 1)
+    assert flatten(spark, store, settings, progress=quiet).reprocessed == 1
+    key = store.read(FLATTEN_STATE).first()["change_key"]
+    assert key.startswith("s" * 40 + ":") and key.endswith(f":f{schemas.FLATTEN_FORMAT}")
     assert flatten(spark, store, settings, progress=quiet).reprocessed == 0
 
 

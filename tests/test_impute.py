@@ -176,6 +176,25 @@ def test_fields_without_a_registered_model_are_skipped_or_refused(spark, hub, tm
         impute(spark, store, settings, model_version="99", progress=quiet)
 
 
+def test_models_trained_on_another_flatten_format_are_refused_and_do_not_stand(
+        spark, hub, monkeypatch):
+    """A release that flattens differently (schemas.FLATTEN_FORMAT bumped) gives other token
+    bags: impute refuses the models fitted on the old ones, and train's schedule does not
+    keep them (the next train fits new ones)."""
+    from semfin_spark import schemas
+    from semfin_spark.train import _standing_training
+
+    _, settings, store, trained, _, _ = hub
+    assert _standing_training(store, settings, 0)[0].run_id == trained.run_id
+    old = schemas.FLATTEN_FORMAT
+    monkeypatch.setattr(schemas, "FLATTEN_FORMAT", old + 1)
+    with pytest.raises(ImputeError, match=f"trained on flatten format {old}, this release "
+                                          f"flattens format {old + 1}: run `semfin flatten`"):
+        impute(spark, store, settings, progress=quiet)
+    standing, why = _standing_training(store, settings, 0)
+    assert standing is None and "no earlier training with these settings" in why
+
+
 def test_the_schedule_keeps_a_recent_training_until_the_labels_move(spark, hub, tmp_path):
     """train.retrain_after_days / train.retrain_label_change: new data alone does not
     retrain; a field whose labels moved past the threshold, or an old run, does."""

@@ -18,6 +18,7 @@ from semfin_spark.classifier import (
     score, vocabulary,
 )
 from semfin_spark.registry import log_training, pip_requirements
+from semfin_spark.schemas import FLATTEN_FORMAT
 from semfin_spark.train import INPUT_TABLES, train, train_fields
 
 
@@ -127,6 +128,7 @@ def test_one_run_with_params_metrics_tags_and_reports(trained):
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
     run = client.get_run(result.run_id)
     assert run.data.tags["delta_version.hub_models"] == "0"
+    assert run.data.tags["semfin.flatten_format"] == str(FLATTEN_FORMAT)
     assert run.data.params["license.family"] == "naive_bayes"
     assert run.data.params["min_class_support"] == str(settings.train.min_class_support)
     for name in FIELDS:
