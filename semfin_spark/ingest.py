@@ -43,7 +43,7 @@ from pyspark.sql import types as T
 from semfin_spark.delta import DeltaStore
 from semfin_spark.repo_ids import is_valid_repo_id
 from semfin_spark.schemas import HUB_MODELS, INGEST_REJECTS
-from semfin_spark.settings import IngestSettings, Settings
+from semfin_spark.settings import IngestSettings, Settings, local_path
 
 log = logging.getLogger(__name__)
 
@@ -577,7 +577,7 @@ def snapshot_files(path: str) -> SnapshotFiles:
     by_schema: dict[str, list[str]] = {}
     rejected: list[tuple[str, str, str]] = []
     for name in files:
-        remote = "://" in name and not name.startswith("file://")
+        remote = local_path(name) is None
         if name.endswith(".parquet"):
             schema, problem = (None, None) if remote else _parquet_schema(name)
             if problem:
@@ -678,9 +678,9 @@ def check_source(source: str) -> None:
 
 
 def _snapshot_files(path: str) -> list[str]:
-    if "://" in path and not path.startswith("file://"):
+    local = local_path(path)
+    if local is None:
         return [path]  # remote storage: Spark lists it
-    local = path[len("file://"):] if path.startswith("file://") else path
     if os.path.isdir(local):
         found = [os.path.join(root, name) for root, _, names in os.walk(local) for name in names
                  if name.endswith(_SNAPSHOT_SUFFIXES) and not name.startswith((".", "_"))]

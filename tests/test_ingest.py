@@ -193,6 +193,19 @@ def test_missing_snapshot_is_a_clear_error(spark, store, settings, tmp_path):
         ingest(spark, store, "ftp:somewhere", settings, progress=quiet)
 
 
+def test_a_snapshot_named_by_a_file_uri_is_the_local_file(tmp_path):
+    """``file:/x``, ``file:///x`` and ``/x`` name the same snapshot (``file:/x`` used to be
+    taken for a relative path and refused as missing)."""
+    from semfin_spark.ingest import snapshot_files
+
+    (tmp_path / "hub.jsonl").write_text('{"id": "a/b"}\n', encoding="utf-8")
+    expected = [str(tmp_path / "hub.jsonl")]
+    for path in (str(tmp_path), f"file:{tmp_path}", f"file://{tmp_path}", f"file:{tmp_path}/hub.jsonl"):
+        assert snapshot_files(path).json == expected, path
+    with pytest.raises(IngestError, match="does not exist"):
+        snapshot_files(f"file:{tmp_path}/nope.jsonl")
+
+
 def test_parse_record_limits():
     small = IngestSettings(max_record_bytes=100)
     with pytest.raises(Exception, match="too_large"):
