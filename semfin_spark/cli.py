@@ -81,7 +81,7 @@ def _lineage(spark: Any, store: Any, settings: Settings, args: argparse.Namespac
 
     report = run_lineage(spark, store, settings, progress=progress)
     if args.report:
-        write_report(report, args.report)
+        write_report(report, args.report, spark)
     print(json.dumps(report, indent=2, default=str))
     return EXIT_OK
 

@@ -40,6 +40,7 @@ Implementation details:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -54,7 +55,7 @@ from semfin_spark.delta import DeltaStore
 from semfin_spark.features import by_model, field_tokens, has_config, model_features, without_config
 from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_votes, with_vote
 from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
-from semfin_spark.session import cut_lineage
+from semfin_spark.session import cut_lineage, write_text
 from semfin_spark.settings import FIELDS, Settings
 from semfin_spark.classifier import (POOLED_CLASS, Metrics, _r, fit_field, held_out, labels,
                                      metrics_from_confusion, score, split_flag)
@@ -548,8 +549,8 @@ def evaluate_command(spark: SparkSession, store: DeltaStore, settings: Settings,
 
     Returns:
         The report of :func:`evaluate`, with ``"source"`` (the snapshot or the warehouse).
-        The evaluation of a local warehouse is also kept in it
-        (:func:`evaluation_path`) for the nightly report.
+        The evaluation of a warehouse is also kept in it (:func:`evaluation_path`) for
+        the nightly report.
     """
     _check(fields, split, test_fraction, train_sizes)
     if snapshot:
@@ -563,26 +564,11 @@ def evaluate_command(spark: SparkSession, store: DeltaStore, settings: Settings,
                           test_fraction=test_fraction, seed=seed, train_sizes=train_sizes,
                           progress=progress)
         report["source"] = f"warehouse:{settings.warehouse}"
-        _keep_evaluation(settings.warehouse, report)
+        write_text(evaluation_path(settings.warehouse), json.dumps(report, indent=2, default=str), spark)
     return report
 
 
 def evaluation_path(warehouse: str) -> str:
-    """Where the last evaluation of a (local) warehouse is kept: the nightly report
+    """Where the last evaluation of a warehouse is kept: the nightly report
     (:mod:`semfin_spark.report`) shows it."""
     return os.path.join(warehouse, "reports", "evaluation.json")
-
-
-def _keep_evaluation(warehouse: str, report: dict[str, Any]) -> None:
-    import json
-
-    from semfin_spark.settings import local_path
-
-    local = local_path(warehouse)
-    if local is None:  # a remote warehouse: the report says no evaluation is on record
-        return
-    path = evaluation_path(local)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2, default=str)
-    os.replace(path + ".tmp", path)

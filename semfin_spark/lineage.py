@@ -37,6 +37,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -45,7 +46,7 @@ from semfin_spark import graph
 from semfin_spark.delta import DeltaStore
 from semfin_spark.schemas import (HUB_MODELS, LICENSE_CONFLICTS, LINEAGE_CHAINS,
                                   LINEAGE_COMPONENTS, LINEAGE_EDGES, MODEL_FIELDS, MODEL_PARENTS)
-from semfin_spark.session import cut_lineage
+from semfin_spark.session import cut_lineage, read_text, write_text
 from semfin_spark.settings import Settings
 
 VARIANTS = ("declared", "with_imputed")
@@ -199,12 +200,12 @@ def inputs_fingerprint(store: DeltaStore, edges: DataFrame, loops: DataFrame,
 def _standing_report(store: DeltaStore, inputs: str, last_report: str | None) -> dict[str, Any] | None:
     """The report at ``last_report`` when it and every lineage table's last data commit
     were built from ``inputs`` and the tables hold the versions it names; else None."""
-    if not last_report or "://" in last_report:
+    if not last_report:
         return None
     try:
-        with open(last_report, encoding="utf-8") as fh:
-            report = json.load(fh)
-    except (OSError, ValueError):
+        text = read_text(last_report, store.spark)
+        report = json.loads(text) if text is not None else None
+    except (OSError, ValueError, Py4JJavaError):  # unreadable: rebuild, and write it anew
         return None
     if not isinstance(report, dict) or report.get("inputs") != inputs:
         return None
@@ -402,7 +403,8 @@ def _conflicts(store: DeltaStore, judged: DataFrame, metadata: dict[str, str],
     return {"license_conflicts": {v: n_conf.get(v, 0) for v in VARIANTS}}
 
 
-def write_report(report: dict[str, Any], path: str) -> None:
-    """Write the report as indented JSON."""
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2, sort_keys=True, default=str)
+def write_report(report: dict[str, Any], path: str, spark: SparkSession | None = None) -> None:
+    """Write the report as indented JSON, whole, at a local path or (with ``spark``) any
+    location Spark reaches, as the warehouse's ``<warehouse>/reports/lineage.json`` on an
+    object store (:func:`~semfin_spark.session.write_text`)."""
+    write_text(path, json.dumps(report, indent=2, sort_keys=True, default=str), spark)

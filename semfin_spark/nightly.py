@@ -109,9 +109,7 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
     def do_lineage() -> dict[str, Any]:
         path = report_path or os.path.join(settings.warehouse, "reports", "lineage.json")
         report = run_lineage(spark, store, settings, progress=progress, last_report=path)
-        if "://" not in path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        write_report(report, path)
+        write_report(report, path, spark)
         figures = {k: report[k] for k in ("components", "largest_component", "isolated_models",
                                           "self_loops", "chains", "license_chains",
                                           "incompatible_share", "unchanged") if k in report}

@@ -380,18 +380,18 @@ def _changes_html(changes: dict[str, Any] | None) -> str:
     return "\n".join(out)
 
 
-def write_report(figures: dict[str, Any], out_dir: str) -> tuple[str, str]:
+def write_report(figures: dict[str, Any], out_dir: str, spark: Any = None) -> tuple[str, str]:
     """Write ``report.html`` and ``report.json`` into ``out_dir`` (each replaced whole, so
-    a reader never sees half a file); return their paths."""
-    os.makedirs(out_dir, exist_ok=True)
+    a reader never sees half a file; a remote ``out_dir``, as an object-store warehouse's
+    ``reports``, through ``spark``); return their paths."""
+    from semfin_spark.session import write_text
+
     page = render_html(figures, plots(figures))
     paths = []
     for name, text in (("report.json", json.dumps(figures, indent=2, default=str)),
                        ("report.html", page)):
         path = os.path.join(out_dir, name)
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        os.replace(path + ".tmp", path)
+        write_text(path, text + "\n", spark)
         paths.append(path)
     return paths[1], paths[0]
 
@@ -419,16 +419,15 @@ def make_report(engine: Engine, warehouse: str, out_dir: str, *,
             (the nightly has not run there).
     """
     from semfin_spark.evaluate import evaluation_path
+    from semfin_spark.session import read_text
 
-    evaluation = None
-    path = evaluation_path(warehouse)
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as handle:
-            evaluation = json.load(handle)
+    spark = getattr(engine, "spark", None)  # None on DuckDB, which reads local warehouses
+    text = read_text(evaluation_path(warehouse), spark)
+    evaluation = json.loads(text) if text is not None else None
     versions = previous_versions(engine)
     if versions is not None:
         engine.add_previous_views(versions)
     figures = report_figures(engine, evaluation=evaluation, warehouse=warehouse)
-    html_path, json_path = write_report(figures, out_dir)
+    html_path, json_path = write_report(figures, out_dir, spark)
     progress(f"report: {html_path} (figures in {json_path})")
     return {**figures, "html": html_path, "json": json_path}

@@ -30,7 +30,7 @@ from pyspark import SparkConf, SparkContext, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from semfin_spark.jars import DELTA_SQL_CONF, cached_jars
-from semfin_spark.settings import Settings
+from semfin_spark.settings import Settings, local_path
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,9 @@ def _set_checkpoint_dir(spark: SparkSession, warehouse: str) -> None:
     if not warehouse:
         return
     try:
-        if "://" not in warehouse:
-            checkpoints = Path(warehouse).resolve() / "_checkpoints"
+        local = local_path(warehouse)
+        if local is not None:
+            checkpoints = Path(local).resolve() / "_checkpoints"
             checkpoints.mkdir(parents=True, exist_ok=True)
             spark.sparkContext.setCheckpointDir(str(checkpoints))
         else:
@@ -176,6 +177,58 @@ def hadoop_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
     jvm = spark.sparkContext._jvm  # noqa: SLF001
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath  # noqa: SLF001
+
+
+def write_text(path: str, text: str, spark: SparkSession | None = None) -> None:
+    """Write a small text file (a report) whole, where the warehouse is.
+
+    A local path (or ``file:`` URI) is written beside and renamed over, so a reader never
+    sees half a file; any other location (``s3a://``, ``abfss://``, ``hdfs://``) through
+    the Hadoop file system Spark has for it (an object store's put is whole too), which
+    needs ``spark``.
+
+    Raises:
+        ValueError: a remote ``path`` and no ``spark``.
+        OSError, Py4JJavaError: the file cannot be written.
+    """
+    local = local_path(path)
+    if local is not None:
+        folder = os.path.dirname(os.path.abspath(local))
+        os.makedirs(folder, exist_ok=True)
+        with open(local + ".tmp", "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(local + ".tmp", local)
+        return
+    if spark is None:
+        raise ValueError(f"writing {path} needs a Spark session (not a local path)")
+    fs, hpath = hadoop_path(spark, path)
+    out = fs.create(hpath, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+
+
+def read_text(path: str, spark: SparkSession | None = None) -> str | None:
+    """The text of a file :func:`write_text` wrote, or None when there is none (or, for a
+    remote ``path``, no ``spark`` to reach it with)."""
+    local = local_path(path)
+    if local is not None:
+        try:
+            with open(local, encoding="utf-8") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+    if spark is None:
+        return None
+    fs, hpath = hadoop_path(spark, path)
+    if not fs.exists(hpath):
+        return None
+    stream = fs.open(hpath)
+    try:
+        return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")  # noqa: SLF001
+    finally:
+        stream.close()
 
 
 def release_checkpoints(spark: SparkSession) -> None:

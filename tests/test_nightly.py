@@ -145,3 +145,56 @@ def test_a_stage_releases_its_checkpoints_and_the_upkeep_clears_killed_runs(spar
     assert not mine.exists()
     assert spark.range(5).checkpoint(eager=True).count() == 5   # the folder comes back when needed
     assert clear_stale_checkpoints(spark, 0) == 1 and not running.exists()
+
+
+def test_a_warehouse_behind_another_hadoop_file_system_keeps_its_reports_there(
+        spark, nightly_run, tmp_path):
+    """On an object store (``s3a://``, ``abfss://``) the warehouse is no local folder: the
+    nightly's lineage report, its page and the evaluation are written and read back through
+    Hadoop's file system, as the tables are. The night used to fail there after writing
+    every table, at ``open('s3a://.../reports/lineage.json')``, and again on every retry.
+    viewfs, Hadoop's mount-table file system, over a copy of the shared nightly's warehouse,
+    stands in for the object store (the same failure, the same fix, checked by hand on an
+    S3 server)."""
+    import dataclasses
+    import shutil
+    import uuid
+
+    from semfin_spark.delta import DeltaStore
+    from semfin_spark.lineage import run_lineage
+    from semfin_spark.session import read_text, write_text
+
+    from conftest import NIGHTLY_SOURCE
+
+    settings, _, first, _, _ = nightly_run
+    local = tmp_path / "wh"
+    shutil.copytree(settings.warehouse, local)
+    (local / "reports" / "lineage.json").unlink()  # so lineage rebuilds and writes it anew
+    mount = f"semfin{uuid.uuid4().hex[:8]}"
+    spark.sparkContext._jsc.hadoopConfiguration().set(  # noqa: SLF001
+        f"fs.viewfs.mounttable.{mount}.link./wh", local.as_uri())
+    remote = f"viewfs://{mount}/wh"
+    copy = settings.replace(
+        warehouse=remote,
+        mlflow=dataclasses.replace(settings.mlflow, tracking_uri=f"sqlite:///{local}/mlflow.db"),
+        aibom=dataclasses.replace(settings.aibom, nightly=False))
+    store = DeltaStore.from_settings(spark, copy)
+
+    night = run_nightly(spark, store, copy, NIGHTLY_SOURCE, progress=lambda _: None)
+    lineage = night.stages["lineage"]
+    assert lineage["report"] == f"{remote}/reports/lineage.json" and not lineage.get("unchanged")
+    written = json.loads((local / "reports" / "lineage.json").read_text(encoding="utf-8"))
+    original = json.loads(Path(first.stages["lineage"]["report"]).read_text(encoding="utf-8"))
+    for key in ("edges", "components", "largest_component", "chains", "license_chains"):
+        assert written[key] == original[key], key
+    assert night.report["html"] == f"{remote}/reports/report.html"
+    assert "<html" in (local / "reports" / "report.html").read_text(encoding="utf-8")
+    assert json.loads((local / "reports" / "report.json").read_text(encoding="utf-8"))["changes"]
+    # The next run reads that report back through Hadoop: nothing changed, its tables stand.
+    again = run_lineage(spark, store, copy, progress=lambda _: None,
+                        last_report=f"{remote}/reports/lineage.json")
+    assert again["unchanged"] and again["chains"] == original["chains"]
+    write_text(f"{remote}/reports/note.txt", "licence chains: übersetzt ✓\n", spark)
+    assert (local / "reports" / "note.txt").read_text(encoding="utf-8") == "licence chains: übersetzt ✓\n"
+    assert read_text(f"{remote}/reports/note.txt", spark) == "licence chains: übersetzt ✓\n"
+    assert read_text(f"{remote}/reports/none.txt", spark) is None
