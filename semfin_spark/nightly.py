@@ -19,7 +19,7 @@ from semfin_spark.delta import DeltaStore
 from semfin_spark.runs import RunLog, stage_runner
 from semfin_spark.schemas import INGEST_REJECTS, TABLES
 from semfin_spark.session import clear_stale_checkpoints
-from semfin_spark.settings import Settings
+from semfin_spark.settings import Settings, SettingsError, local_path
 
 
 @dataclass
@@ -56,6 +56,11 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
     Returns:
         Per-stage results and each table's version and row count.
 
+    Raises:
+        SettingsError: ``aibom.nightly`` is on and the BOMs' folder is not a local or
+            shared one (a warehouse on an object store without ``aibom.dir``), found before
+            any stage runs rather than after the others have.
+
     Implementation details:
         Each stage appends its row to ``runs`` when it ends (:mod:`semfin_spark.runs`).
         A night that failed or was killed is resumed by the next run of the same source:
@@ -75,6 +80,10 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
     from semfin_spark.lineage import run_lineage, write_report
     from semfin_spark.train import train
 
+    boms = settings.aibom.out_dir(settings.warehouse)
+    if settings.aibom.nightly and local_path(boms) is None:
+        raise SettingsError(f"aibom.nightly: the executors write BOMs as plain files, not to {boms}: "
+                            "set aibom.dir to a folder every executor reaches")
     result = NightlyResult()
     log = RunLog.start(store, source)
     result.run_id = log.run_id
@@ -118,7 +127,7 @@ def run_nightly(spark: SparkSession, store: DeltaStore, settings: Settings, sour
     def do_aibom() -> dict[str, Any]:
         from semfin_spark.aibom import write_all_boms
 
-        done = write_all_boms(spark, store, settings.aibom.out_dir(settings.warehouse),
+        done = write_all_boms(spark, store, boms,
                               max_depth=settings.lineage.max_depth, incremental=True,
                               progress=progress)
         return _plain(done)

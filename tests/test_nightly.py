@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from semfin_spark.nightly import format_summary, run_nightly
 from semfin_spark.schemas import HUB_MODELS, LINEAGE_CHAINS, MODEL_FIELDS
-from semfin_spark.settings import FIELDS
+from semfin_spark.settings import FIELDS, SettingsError
 
 from oracles import union_find_components
 
@@ -159,7 +161,9 @@ def test_a_warehouse_behind_another_hadoop_file_system_keeps_its_reports_there(
     import dataclasses
     import shutil
     import uuid
+    from argparse import Namespace
 
+    from semfin_spark.cli import missing_input
     from semfin_spark.delta import DeltaStore
     from semfin_spark.lineage import run_lineage
     from semfin_spark.session import read_text, write_text
@@ -180,6 +184,14 @@ def test_a_warehouse_behind_another_hadoop_file_system_keeps_its_reports_there(
         aibom=dataclasses.replace(settings.aibom, nightly=False))
     store = DeltaStore.from_settings(spark, copy)
 
+    # BOMs are plain files the executors write: on the store, aibom.dir must say where,
+    # and the night says so before it starts, not after every other stage.
+    runs_version = store.version("runs")
+    with pytest.raises(SettingsError, match="set aibom.dir to a folder every executor reaches"):
+        run_nightly(spark, store, copy.replace(aibom=settings.aibom), NIGHTLY_SOURCE,
+                    progress=lambda _: None)
+    assert store.version("runs") == runs_version
+
     night = run_nightly(spark, store, copy, NIGHTLY_SOURCE, progress=lambda _: None)
     lineage = night.stages["lineage"]
     assert lineage["report"] == f"{remote}/reports/lineage.json" and not lineage.get("unchanged")
@@ -198,3 +210,8 @@ def test_a_warehouse_behind_another_hadoop_file_system_keeps_its_reports_there(
     assert (local / "reports" / "note.txt").read_text(encoding="utf-8") == "licence chains: übersetzt ✓\n"
     assert read_text(f"{remote}/reports/note.txt", spark) == "licence chains: übersetzt ✓\n"
     assert read_text(f"{remote}/reports/none.txt", spark) is None
+    # A stage pointed at a folder there without its input tables is refused, as locally
+    # (checked through the store once Spark runs, since no local folder can be looked at).
+    typo = DeltaStore(spark, f"{remote}/typo")
+    assert "has no model_parents table: run `semfin flatten` first" in \
+        missing_input(Namespace(stage="lineage"), typo.warehouse, typo.exists)
