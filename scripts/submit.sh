@@ -56,5 +56,6 @@ CMD=("$ROOT/.venv/bin/spark-submit" --master "$MASTER" --name "semfin $STAGE"
   --conf "spark.pyspark.driver.python=$PY")
 # shellcheck disable=SC2206 # word splitting of the extra options is the point
 CMD+=(${SEMFIN_SUBMIT_ARGS:-} "$JOB" "$@")
-echo "[submit] ${CMD[*]}" >&2
+# The command as run, with secrets given as settings (--conf ...secret.key=...) masked.
+"$PY" -c 'import sys; from semfin_spark.redaction import redact; print("[submit]", redact(" ".join(sys.argv[1:])), file=sys.stderr)' "${CMD[@]}"
 exec "${CMD[@]}"

@@ -22,6 +22,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # credentials in query strings
     (re.compile(r"(?i)([?&](?:token|access_token|api_key|apikey|key|password|secret|sig|"
                 r"signature|x-amz-signature|x-amz-credential)=)[^&\s'\"]+"), r"\1***"),
+    # settings whose name says they hold one (as Spark's spark.redaction.regex does:
+    # secret, password, token, access.key; not "max_tokens" or "tokenizer"), as in
+    # --conf spark.hadoop.fs.s3a.secret.key=... or fs.azure.account.key.<account>=...
+    (re.compile(r"(?i)(\b[\w.\-]*(?:secret|password|passwd|token(?![a-z])|access\.key|"
+                r"account\.key)[\w.\-]*=)[^\s&'\"]+"), r"\1***"),
 )
 
 
@@ -33,6 +38,8 @@ def redact(text: str) -> str:
         'GET https://***@hub.internal/api/models failed'
         >>> redact("token hf_abcdefghijklmnop, url http://h/x?token=abc&limit=3")
         'token hf_***, url http://h/x?token=***&limit=3'
+        >>> redact("--conf spark.hadoop.fs.s3a.secret.key=wJalr/K7MDENG --conf spark.ui.port=0")
+        '--conf spark.hadoop.fs.s3a.secret.key=*** --conf spark.ui.port=0'
     """
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)

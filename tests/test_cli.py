@@ -82,12 +82,18 @@ def test_spark_submit_job_equals_semfin_command(tmp_path, shared_data):
     for name, cmd in (("submit", ["bash", str(REPO / "scripts" / "submit.sh"), "local[1]", "ingest"]),
                       ("cli", [str(VENV_BIN / "semfin"), "ingest", "--master", "local[1]"])):
         wh = tmp_path / name
+        # A secret given as a setting (as an S3 key would be) reaches no line of output.
+        secret = "--conf spark.hadoop.fs.s3a.secret.key=NOT-FOR-LOGS-42"
         proc = subprocess.run(cmd + ["--source", f"snapshot:{snapshot}", "--warehouse", str(wh)],
                               capture_output=True, text=True, timeout=300,
-                              env=short_jvm_env(PYSPARK_PYTHON=sys.executable))
+                              env=short_jvm_env(PYSPARK_PYTHON=sys.executable,
+                                                SEMFIN_SUBMIT_ARGS=secret))
         assert proc.returncode == 0, proc.stderr[-3000:]
         # spark-submit merges the driver's stderr (progress lines) into stdout.
         text = proc.stdout + proc.stderr
+        assert "NOT-FOR-LOGS-42" not in text
+        if name == "submit":
+            assert "spark.hadoop.fs.s3a.secret.key=***" in proc.stderr
         assert "on local[1] (Spark 4.2.0" in text
         result_line = [l for l in proc.stdout.splitlines() if l.startswith("{")][-1]
         outputs.append(json.loads(result_line))
