@@ -29,17 +29,9 @@ fi
 source "$ROOT/scripts/setup_env.sh" >&2
 PY="$ROOT/.venv/bin/python"
 
-# The wheel the executors import SemFin from (rebuilt when the sources are newer), under a
-# lock: two submits at once from one checkout would otherwise build over each other.
-WHEEL="$ROOT/dist/semfin_spark-0.1.0-py3-none-any.whl"
-mkdir -p "$ROOT/dist"
-(
-  flock 9
-  if [ ! -f "$WHEEL" ] || [ -n "$(find "$ROOT/semfin_spark" "$ROOT/conf" "$ROOT/setup.py" -newer "$WHEEL" -print -quit)" ]; then
-    rm -rf "$ROOT/build"
-    "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$ROOT/dist" "$ROOT" >&2
-  fi
-) 9>"$ROOT/dist/.build.lock"
+# The wheel the executors import SemFin from: one per version of the sources, never
+# rebuilt under a running job (scripts/build_wheel.sh).
+WHEEL="$(bash "$ROOT/scripts/build_wheel.sh")"
 JARS="$("$PY" -c "from semfin_spark.jars import cached_jars; print(','.join(map(str, cached_jars())))")"
 EXECUTOR_PY="${SEMFIN_EXECUTOR_PYTHON:-$PY}"
 # A master on this machine: bind the driver to loopback, as the embedded default does.

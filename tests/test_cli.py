@@ -204,3 +204,35 @@ def test_snapshot_crawls_the_hub_into_files_without_spark(tmp_path, monkeypatch,
     with gzip.open(out["files"][0], "rt") as lines:
         assert [json.loads(line)["id"] for line in lines] == [r["id"] for r in records[:10]]
     assert again == EXIT_USAGE  # never mixes two crawls in one folder
+
+
+def test_a_wheel_is_built_once_per_version_of_the_sources_and_never_over_one_in_use(tmp_path):
+    """scripts/build_wheel.sh (what submit.sh ships with --py-files): unchanged sources reuse
+    their wheel; changed ones get a new one beside it, and the wheel a running job reads
+    stays byte for byte as it was (rebuilt in place, it failed that job's next import)."""
+    import shutil
+    import zipfile
+
+    root = tmp_path / "checkout"
+    shutil.copytree(REPO / "semfin_spark", root / "semfin_spark",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "conf", root / "conf")
+    shutil.copy(REPO / "setup.py", root / "setup.py")
+    (root / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "build_wheel.sh", root / "scripts" / "build_wheel.sh")
+
+    def build() -> Path:
+        proc = subprocess.run(["bash", str(root / "scripts" / "build_wheel.sh")], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "SEMFIN_PYTHON": sys.executable})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return Path(proc.stdout.strip())
+
+    first = build()
+    in_use = first.read_bytes()
+    assert first.name == "semfin_spark-0.1.0-py3-none-any.whl" and first.parent.parent == root / "dist"
+    assert build() == first
+    init = root / "semfin_spark" / "__init__.py"
+    init.write_text(init.read_text(encoding="utf-8") + "# a new release\n", encoding="utf-8")
+    second = build()
+    assert second != first and first.read_bytes() == in_use
+    assert zipfile.ZipFile(second).read("semfin_spark/__init__.py").endswith(b"# a new release\n")
