@@ -94,7 +94,7 @@ def fake_stages(monkeypatch, calls: list[str], fail_at: set[str]):
     monkeypatch.setattr(semfin_spark.impute, "impute", stage("impute", SimpleNamespace(
         table_version=None, fields={})))
     monkeypatch.setattr(semfin_spark.lineage, "run_lineage", stage("lineage", {"components": 1}))
-    monkeypatch.setattr(semfin_spark.lineage, "write_report", lambda report, path: None)
+    monkeypatch.setattr(semfin_spark.lineage, "write_report", lambda report, path, spark=None: None)
 
 
 def test_a_failed_night_resumes_at_the_stage_that_did_not_finish(spark, settings, monkeypatch):
