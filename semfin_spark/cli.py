@@ -221,16 +221,18 @@ def _sql_args(p: argparse.ArgumentParser) -> None:
 
 
 def sql_engine(args: argparse.Namespace, settings: Settings) -> str:
-    """The engine ``semfin sql`` runs on: ``--engine``, else Spark under spark-submit, with
-    an explicit ``--master`` or on a warehouse that is not a local folder, else DuckDB
-    where it is installed."""
+    """The engine ``semfin sql`` (and ``semfin report``) runs on: ``--engine``, else Spark
+    under spark-submit, with an explicit ``--master``, on a warehouse that is not a local
+    folder or for a report whose ``--out`` is not one (only Spark can write there), else
+    DuckDB where it is installed."""
     from semfin_spark.session import under_spark_submit
 
     from semfin_spark.sql import duckdb_available
 
     if args.engine != "auto":
         return args.engine
-    if under_spark_submit() or args.master or local_path(settings.warehouse) is None:
+    remote_out = args.stage == "report" and args.out and local_path(args.out) is None
+    if under_spark_submit() or args.master or local_path(settings.warehouse) is None or remote_out:
         return "spark"
     return "duckdb" if duckdb_available() else "spark"
 

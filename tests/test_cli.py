@@ -236,3 +236,22 @@ def test_a_wheel_is_built_once_per_version_of_the_sources_and_never_over_one_in_
     second = build()
     assert second != first and first.read_bytes() == in_use
     assert zipfile.ZipFile(second).read("semfin_spark/__init__.py").endswith(b"# a new release\n")
+
+
+def test_a_report_for_an_object_store_is_written_by_spark_not_duckdb(monkeypatch, tmp_path):
+    """DuckDB reads a local warehouse without a JVM, but only Spark's Hadoop file system can
+    write a page to ``s3a://``: ``semfin report --out s3a://...`` takes the Spark engine."""
+    from semfin_spark.cli import sql_engine
+    from semfin_spark.settings import load_settings
+
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)  # not under spark-submit
+    settings = load_settings(environ={}, overrides={"warehouse": str(tmp_path / "wh")})
+    parser = build_parser()
+
+    def engine(*argv: str) -> str:
+        return sql_engine(parser.parse_args(["report", *argv]), settings)
+
+    assert engine("--out", "s3a://bucket/reports") == "spark"
+    assert engine("--out", str(tmp_path / "out")) == engine() == "duckdb"
+    assert engine("--out", "s3a://bucket/reports", "--engine", "duckdb") == "duckdb"
+    assert sql_engine(parser.parse_args(["sql", "SELECT 1"]), settings) == "duckdb"
