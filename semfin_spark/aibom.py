@@ -46,6 +46,7 @@ from pyspark.sql import functions as F
 from semfin_spark import __version__
 from semfin_spark.delta import DeltaStore
 from semfin_spark.schemas import HUB_MODELS, LICENSE_CONFLICTS, LINEAGE_EDGES, MODEL_FIELDS
+from semfin_spark.session import write_text
 
 FIELDS = ("license", "reuse_method", "pipeline_tag", "library_name", "model_type")
 _NAMESPACE = uuid.UUID("6f1c7c5e-1f0b-5d6b-9a43-5e3f1a2b7c11")  # serial numbers per model
@@ -408,11 +409,8 @@ def component_boms(rows: list[dict[str, Any]], *, out_dir: str, max_depth: int,
         except InvalidBomError as exc:
             out.append((model_id, "invalid", str(exc), None, path))
             continue
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            json.dump(bom, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(path + ".tmp", path)  # a reader never sees half a BOM
+        # Whole (temp file and rename): a reader never sees half a BOM.
+        write_text(path, json.dumps(bom, indent=2, ensure_ascii=False) + "\n")
         out.append((model_id, "written", None, digest, path))
     return out
 
