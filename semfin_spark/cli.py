@@ -385,8 +385,10 @@ def _aibom(spark: Any, store: Any, settings: Settings, args: argparse.Namespace)
         return EXIT_ERROR
     text = json.dumps(bom, indent=2, ensure_ascii=False)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        from semfin_spark.session import write_text
+
+        # Whole or not at all (a reader never sees half a BOM); an object store works too.
+        write_text(args.out, text + "\n", spark)
         progress(f"aibom: wrote {args.out} (CycloneDX 1.6, validated)")
     else:
         print(text)

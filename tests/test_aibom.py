@@ -156,7 +156,7 @@ def test_semfin_aibom_writes_a_validated_file(nightly_run, lineage, tmp_path):
     settings, _, _, _, _ = nightly_run
     _, chains = lineage
     leaf = chains[0]["leaf"]
-    out = tmp_path / "bom.json"
+    out = tmp_path / "boms" / "bom.json"  # a folder not made yet
     env = short_jvm_env(PYSPARK_PYTHON=sys.executable)
     proc = subprocess.run([str(VENV_BIN / "semfin"), "aibom", leaf, "--out", str(out),
                            "--master", "local[1]", "--warehouse", settings.warehouse],
@@ -166,6 +166,7 @@ def test_semfin_aibom_writes_a_validated_file(nightly_run, lineage, tmp_path):
     validate_bom(bom)
     assert bom["metadata"]["component"]["name"] == leaf
     assert f"aibom: wrote {out} (CycloneDX 1.6, validated)" in proc.stderr
+    assert [p.name for p in out.parent.iterdir()] == ["bom.json"]  # written whole: no temp left
     missing = subprocess.run([str(VENV_BIN / "semfin"), "aibom", "nobody/nothing",
                               "--master", "local[1]", "--warehouse", settings.warehouse],
                              capture_output=True, text=True, timeout=300, env=env)
