@@ -39,8 +39,9 @@ writing its own (as the project's stages read and write Delta tables), each time
    ``field_models.pkl``.
 4. impute (:func:`impute_fields`): every model without a declared value (for reuse_method:
    every model with a parent other than itself) scored; value kept when its confidence
-   reaches ``impute.confidence_threshold`` (for a model without a config.json, the higher
-   of it and ``impute.configless_threshold``) -> ``imputed.parquet``.
+   reaches ``impute.confidence_threshold`` (raised to ``impute.configless_threshold`` for a
+   model without a config.json, and to ``impute.undeclared_family_threshold`` for a model
+   with lineage none of whose relatives declares the field) -> ``imputed.parquet``.
 5. lineage (:func:`build_lineage`): networkx ``DiGraph`` child -> parent; connected
    components over every model plus external parents; strongly connected components
    (cycles); every root-to-leaf path by depth-first search (``lineage.max_depth``,
@@ -1086,18 +1087,35 @@ def impute_fields(work: Path, settings: Settings) -> dict[str, Any]:
         fitted: dict[str, FieldModel] = pickle.load(fh)
     position = {model_id: i for i, model_id in enumerate(stored["ids"])}
     missing: dict[str, list[str]] = defaultdict(list)
+    declared: dict[str, set[str]] = defaultdict(set)
     for model_id, name, value in _rows(work / "model_fields.parquet",
                                        ["model_id", "field", "declared_value"]):
         if value is None:
             missing[name].append(model_id)
-    children = {c for c, p in _rows(work / "model_parents.parquet", ["model_id", "parent_id"])
-                if c != p}
-    missing["reuse_method"] = [m for m in missing["reuse_method"] if m in children]
+        elif _trim(value) and value not in EXCLUDED_LABELS.get(name, ()):
+            declared[name].add(model_id)
+    parents: dict[str, set[str]] = defaultdict(set)
+    children: dict[str, set[str]] = defaultdict(set)
+    for c, p in _rows(work / "model_parents.parquet", ["model_id", "parent_id"]):
+        if c != p:
+            parents[c].add(p)
+            children[p].add(c)
+    missing["reuse_method"] = [m for m in missing["reuse_method"] if m in parents]
+
+    def in_undeclared_family(model_id: str, name: str) -> bool:
+        """Lineage, and no parent, child or sibling declaring the field (impute.undeclared_family_threshold)."""
+        near = parents.get(model_id, set()) | children.get(model_id, set())
+        if not near:
+            return False
+        siblings = {s for p in parents.get(model_id, ()) for s in children[p]} - {model_id}
+        return not (near | siblings) & declared[name]
+
     out = _TableWriter(work / "imputed.parquet", pa.schema([
         ("model_id", pa.string()), ("field", pa.string()), ("imputed_value", pa.string()),
         ("imputed_confidence", pa.float64())]))
     figures: dict[str, dict[str, Any]] = {}
-    # A model without a config.json needs the higher threshold (impute.configless_threshold).
+    # A model without a config.json, or in a family that declares nothing, may need a
+    # higher threshold (impute.configless_threshold, impute.undeclared_family_threshold).
     config_columns = [i for i, token in enumerate(stored["vocabulary"]) if names_config(token)]
     with_config = np.asarray(matrix[:, config_columns].sum(axis=1)).ravel() > 0
     for name, model in fitted.items():
@@ -1110,8 +1128,9 @@ def impute_fields(work: Path, settings: Settings) -> dict[str, Any]:
                               if len(rows) else ([], []))
         imputed = 0
         for row, model_id, label, conf in zip(rows, todo, labels, confidence):
-            usable = bool(label != POOLED_CLASS
-                          and conf >= (threshold if with_config[row] else configless))
+            bar = settings.impute.threshold(name, configless=not with_config[row],
+                                            undeclared_family=in_undeclared_family(model_id, name))
+            usable = bool(label != POOLED_CLASS and conf >= bar)
             imputed += usable
             out.add(model_id, name, label if usable else None, float(conf))
         figures[name] = {"scored": len(todo), "imputed": imputed,

@@ -86,7 +86,7 @@ from semfin_spark.neighbourhood import (
     is_vote_stage,
 )
 from semfin_spark.schemas import MODEL_FIELDS
-from semfin_spark.settings import FIELDS, Settings, TrainSettings
+from semfin_spark.settings import FIELDS, ImputeSettings, Settings, TrainSettings
 
 
 CONFIG_FIELDS = ("model_type",)
@@ -765,6 +765,23 @@ def score(model: FieldModel | PipelineModel, df: DataFrame) -> DataFrame:
     return vote_stage.transform(scored).select(
         "model_id", F.coalesce(VOTE_PREDICTION_COL, PREDICTION_COL).alias(PREDICTION_COL),
         F.coalesce(VOTE_CONFIDENCE_COL, "confidence").alias("confidence"))
+
+
+def confidence_bar(impute: ImputeSettings, field: str, with_config: Any, in_undeclared_family: Any) -> Any:
+    """The confidence a model's imputed value of ``field`` needs, as a column:
+    :meth:`~semfin_spark.settings.ImputeSettings.threshold` for whether the model's bag
+    names a config.json (``with_config``; null: it has no bag, so no config) and whether it
+    is in a family whose relatives declare nothing (``in_undeclared_family``; null: no)."""
+    config = F.coalesce(with_config, F.lit(False))
+    family = F.coalesce(in_undeclared_family, F.lit(False))
+
+    def bar(configless: bool, undeclared: bool) -> Any:
+        return F.lit(impute.threshold(field, configless=configless, undeclared_family=undeclared))
+
+    return (F.when(config & ~family, bar(False, False))
+            .when(config, bar(False, True))
+            .when(~family, bar(True, False))
+            .otherwise(bar(True, True)))
 
 
 def confidence() -> Any:

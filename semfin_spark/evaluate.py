@@ -53,12 +53,12 @@ from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
 from semfin_spark.features import by_model, field_tokens, has_config, model_features, without_config
-from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_votes, with_vote
+from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_votes, undeclared_family, with_vote
 from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
 from semfin_spark.session import cut_lineage, write_text
 from semfin_spark.settings import FIELDS, Settings
-from semfin_spark.classifier import (POOLED_CLASS, Metrics, _r, fit_field, held_out, labels,
-                                     metrics_from_confusion, score, split_flag)
+from semfin_spark.classifier import (POOLED_CLASS, Metrics, _r, confidence_bar, fit_field, held_out,
+                                     labels, metrics_from_confusion, score, split_flag)
 
 SPLITS = ("random", "component")
 """Values of ``--split``."""
@@ -102,6 +102,9 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                  "configless": {"n_test", "semfin_accuracy", "classifier_accuracy",
                                 "graph_avg_accuracy", "imputed_coverage", "imputed_precision",
                                 "calibration"},
+                 "imputed": {"coverage", "precision", "n"},
+                 "undeclared_family": {"n_test", "semfin_accuracy", "imputed_coverage",
+                                       "imputed_precision", "calibration"},
                  "neighbour_vote", "configless_vote", "calibration",
                  "family", "n_fit", "validation", "pooled_classes", "test_share",
                  "learning_curve": [{"n_train", "n_test", "family",
@@ -145,17 +148,18 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
 
         def measure(name: str, lab: DataFrame, point: str = "") -> dict[str, Any]:
             data = field_tokens(features.join(lab, "model_id"), name)
-            if settings.train.neighbour_vote:
-                # Only the training side's labels are known: a test model's label
-                # reaches no one's vote, its own included. The validation models, which
-                # choose when the vote replaces an answer, stand to the rest of the
-                # training side as the test models to the training side: their labels
-                # are hidden from the training side's votes too (with them, the trees'
-                # licence vote won on validation and lost 4.5 points on the test models).
-                known = lab.where(~F.col("is_test")).select("model_id", "label")
-                # Cut from its plan: persisted, its deep plan was planned again with every
-                # frame the field builds on it (the trees' evaluate took 6 s more a field).
-                data = with_vote(data, cut_lineage(_split_votes(pairs, known, seed)))
+            # Only the training side's labels are known: a test model's label reaches no
+            # one's vote, its own included. The validation models, which choose when the
+            # vote replaces an answer, stand to the rest of the training side as the test
+            # models to the training side: their labels are hidden from the training
+            # side's votes too (with them, the trees' licence vote won on validation and
+            # lost 4.5 points on the test models). Computed with train.neighbour_vote off
+            # too (the fit then ignores it): a test model without a vote but with lineage
+            # is in a family that declares nothing, and imputation's bar says so.
+            known = lab.where(~F.col("is_test")).select("model_id", "label")
+            # Cut from its plan: persisted, its deep plan was planned again with every
+            # frame the field builds on it (the trees' evaluate took 6 s more a field).
+            data = with_vote(data, cut_lineage(_split_votes(pairs, known, seed)))
             data = data.persist(StorageLevel.MEMORY_AND_DISK)
             try:
                 return _evaluate_field(spark, settings, name, data, neighbours, seed, progress, point)
@@ -316,7 +320,7 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
     train = data.where(~F.col("is_test"))
     test = data.where(F.col("is_test"))
     started = time.time()
-    vote = [VOTE_COL] if VOTE_COL in data.columns else []
+    vote = [VOTE_COL] if VOTE_COL in data.columns and settings.train.neighbour_vote else []
     fm = fit_field(spark, train.select("model_id", "tokens", "label", *vote), name, settings, seed=seed)
     scored_semfin = score(fm, test.select("model_id", "tokens", *vote)).select(
         "model_id", F.when(F.col("prediction") != POOLED_CLASS, F.col("prediction")).alias("prediction"),
@@ -362,8 +366,8 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
         "configless_vote": _vote_report(fm.configless_vote),
     })
     if not point:  # a learning curve's point reports its accuracies only
-        out["configless"] = _configless(fm, test, graph,
-                                        settings.impute.threshold(name, configless=True))
+        out["configless"] = _configless(fm, test, graph, settings, name)
+        out.update(_imputed(test, scored_semfin, settings, name))
     out["calibration"] = calibration(truth.join(scored_semfin, "model_id", "left"))
     progress(f"evaluate {name}{point}: {n_train} train / {n_test} test, {fm.family}; "
              + ", ".join(f"{m} {v['accuracy']:.4f} (coverage {v['coverage']:.2f})"
@@ -382,13 +386,69 @@ def _vote_report(vote: Any) -> dict[str, Any] | None:
     return {"threshold": vote.threshold, "confidence": vote.confidence, **vote.validation} if vote else None
 
 
-def _configless(fm: Any, test: DataFrame, graph: DataFrame, threshold: float) -> dict[str, Any]:
+def _in_family(test: DataFrame) -> Any:
+    """For a test model (``isolated``, :data:`VOTE_COL`): whether it is in a family whose
+    relatives declare nothing (:func:`~semfin_spark.neighbourhood.undeclared_family`); on
+    the test side, only the training side's labels count as declared."""
+    return undeclared_family(~F.col("isolated")) if VOTE_COL in test.columns else F.lit(False)
+
+
+def _imputed(test: DataFrame, scored: DataFrame, settings: Settings, name: str) -> dict[str, Any]:
+    """What impute would write for the test models, and how often it would be right.
+
+    ``imputed``: of the test models, the share whose answer reaches the bar impute sets for
+    it (``coverage``: the field's threshold, raised for a model without a config.json or
+    in a family that declares nothing, :func:`~semfin_spark.classifier.confidence_bar`)
+    and the share of those right (``precision``, None without any): the figure the
+    thresholds must hold at 95 %. ``undeclared_family``: the test models with lineage
+    and no vote (on the component split, nearly all of them): their ``n_test``, the
+    accuracy of ``semfin`` on them, what would be imputed (``imputed_coverage``,
+    ``imputed_precision``) and their ``calibration``, from which
+    ``impute.undeclared_family_threshold`` is chosen.
+    """
+    bar = confidence_bar(settings.impute, name, has_config(F.col("tokens")), _in_family(test))
+    rows = (test.select("model_id", "label", _in_family(test).alias("_family"), bar.alias("_bar"))
+            .join(scored, "model_id", "left")
+            .select("_family", "label", "prediction", "confidence",
+                    F.coalesce(F.col("prediction") == F.col("label"), F.lit(False)).alias("_right"),
+                    F.coalesce(F.col("prediction").isNotNull() & (F.col("confidence") >= F.col("_bar")),
+                               F.lit(False)).alias("_sure")))
+    rows = cut_lineage(rows)
+    counts = {(r["_family"], r["_right"], r["_sure"]): r["n"] for r in
+              rows.groupBy("_family", "_right", "_sure").agg(F.count("*").alias("n")).collect()}
+
+    def count(family: bool | None = None, right: bool | None = None, sure: bool | None = None) -> int:
+        return sum(n for (f, r, s), n in counts.items()
+                   if family in (None, f) and right in (None, r) and sure in (None, s))
+
+    def share(part: int, whole: int) -> float | None:
+        return _r(part / whole) if whole else None
+
+    n, n_family = count(), count(family=True)
+    return {
+        "imputed": {"coverage": share(count(sure=True), n),
+                    "precision": share(count(right=True, sure=True), count(sure=True)),
+                    "n": count(sure=True)},
+        "undeclared_family": {
+            "n_test": n_family,
+            "semfin_accuracy": share(count(family=True, right=True), n_family),
+            "imputed_coverage": share(count(family=True, sure=True), n_family),
+            "imputed_precision": share(count(family=True, right=True, sure=True),
+                                       count(family=True, sure=True)),
+            "calibration": calibration(rows.where("_family")),
+        },
+    }
+
+
+def _configless(fm: Any, test: DataFrame, graph: DataFrame, settings: Settings,
+                name: str) -> dict[str, Any]:
     """How the field is answered for models that carry no config.json, measured on the test
     models that carry one, their config tokens removed (:func:`~semfin_spark.features.without_config`):
     ``n_test`` such models, the accuracy of ``semfin`` (with its vote), of the classifier
     alone (``classifier_accuracy``, no vote) and of ``graph_avg`` (which reads no token)
-    on them; and of ``semfin``'s answers at or above ``threshold`` (the field's
-    ``impute.confidence_threshold``: what impute would write), the share
+    on them; and of ``semfin``'s answers that reach the bar impute sets for a model without
+    a config.json (:func:`~semfin_spark.classifier.confidence_bar`: what impute would
+    write), the share
     (``imputed_coverage``) and the precision (``imputed_precision``, None without any);
     ``calibration`` (:func:`calibration`) of ``semfin``'s answers.
 
@@ -403,12 +463,13 @@ def _configless(fm: Any, test: DataFrame, graph: DataFrame, threshold: float) ->
     answers = {"semfin": cut_lineage(score(fm, copies.select("model_id", "tokens", *vote))),
                "classifier": score(fm, copies.select("model_id", "tokens")),
                "graph_avg": graph}
-    truth = copies.select("model_id", "label")
+    truth = copies.select("model_id", "label",
+                          confidence_bar(settings.impute, name, F.lit(False), _in_family(copies)).alias("_bar"))
     rows = None
     for method, predicted in answers.items():
         right = F.coalesce((F.col("prediction") == F.col("label"))
                            & (F.col("prediction") != POOLED_CLASS), F.lit(False))
-        sure = (F.col("confidence") >= threshold) if method == "semfin" else F.lit(False)
+        sure = (F.col("confidence") >= F.col("_bar")) if method == "semfin" else F.lit(False)
         part = (truth.join(predicted, "model_id", "left")
                 .select(F.lit(method).alias("method"), right.alias("right"),
                         F.coalesce(sure & (F.col("prediction") != POOLED_CLASS), F.lit(False)).alias("sure")))
@@ -430,7 +491,7 @@ def _configless(fm: Any, test: DataFrame, graph: DataFrame, threshold: float) ->
     semfin = answers["semfin"].select(
         "model_id", F.when(F.col("prediction") != POOLED_CLASS, F.col("prediction")).alias("prediction"),
         "confidence")
-    out["calibration"] = calibration(truth.join(semfin, "model_id", "left"))
+    out["calibration"] = calibration(truth.drop("_bar").join(semfin, "model_id", "left"))
     return out
 
 

@@ -5,8 +5,9 @@ asked for) scores every ``model_fields`` row of that field without a declared va
 prediction and its probability go into ``imputed_value`` / ``imputed_confidence`` with the
 model's name, version and MLflow run id, and ``value`` / ``value_source`` become the
 imputed value and ``imputed``. Below the field's threshold (``impute.confidence_threshold``
-in ``conf/semfin.yaml``; for a model without a config.json, the higher of it and
-``impute.configless_threshold``) the value stays empty and the confidence is kept, so an
+in ``conf/semfin.yaml``; raised to ``impute.configless_threshold`` for a model without a
+config.json, and to ``impute.undeclared_family_threshold`` for a model with lineage none of
+whose relatives declares the field) the value stays empty and the confidence is kept, so an
 analyst can see how close it came. Rows with a declared value are never read for writing,
 so they cannot be changed.
 
@@ -48,8 +49,9 @@ from semfin_spark.features import LEAKAGE_RULES, field_tokens, has_config, model
 from semfin_spark.schemas import IMPUTE_COLUMNS, MODEL_FIELDS, MODEL_PARENTS
 from semfin_spark.session import cut_lineage
 from semfin_spark.settings import FIELDS, Settings
-from semfin_spark.classifier import POOLED_CLASS, declared_labels, score
-from semfin_spark.neighbourhood import VOTE_COL, field_vote, lineage_pairs, neighbour_votes, with_vote
+from semfin_spark.classifier import POOLED_CLASS, confidence_bar, declared_labels, score
+from semfin_spark.neighbourhood import (RELATED_COL, VOTE_COL, field_vote, lineage_pairs, neighbour_votes,
+                                        related_models, undeclared_family, with_vote)
 from semfin_spark.registry import RegistryError, StaleModelError, load_field_model, resolve_model
 
 _IMPUTED_COLUMNS = (*IMPUTE_COLUMNS, "value", "value_source")
@@ -73,7 +75,8 @@ class FieldImputation:
 
     Attributes:
         threshold: the confidence an imputed value needs; ``configless_threshold`` for a
-            model without a config.json.
+            model without a config.json, ``undeclared_family_threshold`` for a model with
+            lineage none of whose relatives declares the field (the highest that applies).
         missing: rows of the field without a declared value (the candidates).
         scored: rows rescored this run (changed features or another model version).
         imputed: of those, rows whose confidence reached the threshold.
@@ -86,6 +89,7 @@ class FieldImputation:
     run_id: str
     threshold: float
     configless_threshold: float
+    undeclared_family_threshold: float
     missing: int = 0
     scored: int = 0
     imputed: int = 0
@@ -164,21 +168,24 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                           + ": run `semfin train` first")
 
     features = model_features(store).persist(StorageLevel.MEMORY_AND_DISK)
+    pairs = lineage_pairs(store.read(MODEL_PARENTS))
     bags = features.select("model_id", features_hash("tokens").alias("_bag"),
                            has_config(F.col("tokens")).alias(WITH_CONFIG_COL)) \
+        .join(related_models(pairs), "model_id", "left") \
         .persist(StorageLevel.MEMORY_AND_DISK)
     # The relatives' vote of every field in one plan, from every declared value (a model
     # imputed here declares none, so it is never its own evidence).
     known = declared_labels(store.read(MODEL_FIELDS)).where(F.col("field").isin(*models))
-    votes = neighbour_votes(lineage_pairs(store.read(MODEL_PARENTS)), known) \
-        .persist(StorageLevel.MEMORY_AND_DISK)
+    votes = neighbour_votes(pairs, known).persist(StorageLevel.MEMORY_AND_DISK)
     cached: list[DataFrame] = [features, bags, votes]
     try:
         updates = []
         for name, (model_name, version, run_id) in models.items():
             threshold = settings.impute.threshold(name)
             configless = settings.impute.threshold(name, configless=True)
-            outcome = FieldImputation(name, model_name, version, run_id, threshold, configless)
+            family = settings.impute.threshold(name, undeclared_family=True)
+            outcome = FieldImputation(name, model_name, version, run_id, threshold, configless, family)
+            bar = _bar(settings, name)
             result.fields[name] = outcome
             rows = _candidates(store, name)
             # The hash covers the vote, so a relative's changed value rescores the model.
@@ -191,7 +198,7 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
                                   | ~F.col("imputed_model_version").eqNullSafe(F.lit(version))
                                   # a raised threshold: values it no longer allows are emptied
                                   | (F.col("imputed_value").isNotNull()
-                                     & (F.col("imputed_confidence") < _bar(threshold, configless))))
+                                     & (F.col("imputed_confidence") < bar)))
             todo = todo.persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(todo)
             outcome.missing = rows.count()
@@ -211,8 +218,7 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             tokens = todo.join(field_tokens(bag, name), "model_id", "left")
             # Cut from its plan (not persisted), so releasing todo below leaves it whole:
             # Spark rebuilds any cached plan that depends on one being uncached.
-            scored = cut_lineage(_scored_rows(tokens, model, threshold, configless, model_name,
-                                              version, run_id))
+            scored = cut_lineage(_scored_rows(tokens, model, bar, model_name, version, run_id))
             counts = scored.agg(F.count("imputed_value").alias("imputed")).first()
             todo.unpersist()  # scored holds what is left to write, without the tokens
             outcome.imputed = int(counts["imputed"])
@@ -220,7 +226,8 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             progress(f"impute {name}: {outcome.scored} of {outcome.missing} missing scored with "
                      f"{model_name} v{version}: {outcome.imputed} imputed, "
                      f"{outcome.below_threshold} below {threshold}"
-                     + (f" ({configless} without a config.json)" if configless > threshold else ""))
+                     + (f" ({configless} without a config.json)" if configless > threshold else "")
+                     + (f" ({family} in a family that declares none)" if family > threshold else ""))
             updates.append(scored)
         if updates:
             merged = updates[0]
@@ -247,24 +254,24 @@ def _candidates(store: DeltaStore, field_name: str) -> DataFrame:
     return rows
 
 
-def _bar(threshold: float, configless: float) -> Any:
-    """The confidence a row's imputed value needs: ``threshold``, or ``configless`` for a
-    model without a config.json (or without a bag)."""
-    return F.when(F.coalesce(F.col(WITH_CONFIG_COL), F.lit(False)), F.lit(threshold)) \
-        .otherwise(F.lit(configless))
+def _bar(settings: Settings, field_name: str) -> Any:
+    """The confidence a candidate row's imputed value needs (:func:`~semfin_spark.classifier.confidence_bar`),
+    from its model's bag (a config.json or not; none: not) and lineage (with its vote)."""
+    return confidence_bar(settings.impute, field_name, F.col(WITH_CONFIG_COL),
+                          undeclared_family(F.col(RELATED_COL)))
 
 
-def _scored_rows(todo: DataFrame, model: Any, threshold: float, configless: float,
-                 model_name: str, version: str, run_id: str) -> DataFrame:
+def _scored_rows(todo: DataFrame, model: Any, bar: Any, model_name: str, version: str,
+                 run_id: str) -> DataFrame:
     """``todo``'s rows with their imputed columns replaced by the model's answer, kept
-    from ``threshold`` (``configless`` for a model whose bag names no config.json)."""
+    from ``bar`` (:func:`_bar`)."""
     predicted = score(model, todo.select("model_id", "tokens", VOTE_COL))
     usable = ((F.col("prediction") != F.lit(POOLED_CLASS))
               & (F.col("confidence") >= F.col("_threshold")))
     value = F.when(usable, F.col("prediction"))
     now = F.lit(dt.datetime.now(dt.timezone.utc)).cast("timestamp")
     kept = [c for c in MODEL_FIELDS.columns if c not in _IMPUTED_COLUMNS]
-    return (todo.select(*kept, "_hash", _bar(threshold, configless).alias("_threshold"))
+    return (todo.select(*kept, "_hash", bar.alias("_threshold"))
             .join(predicted, "model_id", "left")
             .select(*kept,
                     value.alias("imputed_value"),

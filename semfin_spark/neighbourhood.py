@@ -43,7 +43,7 @@ import math
 from dataclasses import dataclass
 
 from pyspark.ml.feature import SQLTransformer
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 VOTE_COL = "neighbour_vote"
@@ -74,6 +74,29 @@ def lineage_pairs(model_parents: DataFrame) -> DataFrame:
     return (model_parents.where(F.col("model_id") != F.col("parent_id"))
             .select(F.col("model_id").alias("child"), F.col("parent_id").alias("parent"))
             .distinct())
+
+
+RELATED_COL = "related"
+"""Whether the model has lineage: a parent or a child other than itself (:func:`related_models`)."""
+
+
+def related_models(pairs: DataFrame) -> DataFrame:
+    """``model_id``, :data:`RELATED_COL` (true): every model with a parent or a child in
+    ``pairs`` (:func:`lineage_pairs`); a model that is not there has no lineage."""
+    return (pairs.select(F.col("child").alias("model_id"))
+            .union(pairs.select(F.col("parent").alias("model_id")))
+            .distinct().withColumn(RELATED_COL, F.lit(True)))
+
+
+def undeclared_family(related: Column) -> Column:
+    """True for a model with lineage (``related``) none of whose relatives declares the
+    field: it has no vote (:data:`VOTE_COL` null). Its whole family is unlabelled, so its
+    answer is the fingerprint's alone, on tokens its family shares with labelled families
+    of other licences, types and tasks: evaluate's component split measures these answers,
+    and they are far less often right than their confidence says (the README's
+    "Calibration"). An isolated model is not one: its answers are calibrated like the
+    random split's."""
+    return F.coalesce(related, F.lit(False)) & F.col(VOTE_COL).isNull()
 
 
 def _majority(counts: DataFrame) -> DataFrame:

@@ -147,20 +147,33 @@ class ImputeSettings:
     configless_threshold: Mapping[str, float] = field(
         default_factory=lambda: {f: 0.0 for f in FIELDS}
     )
+    undeclared_family_threshold: Mapping[str, float] = field(
+        default_factory=lambda: {f: 0.0 for f in FIELDS}
+    )
 
-    def threshold(self, name: str, configless: bool = False) -> float:
-        """The field's confidence threshold; for a model without a config.json, the
-        higher of it and the field's ``configless_threshold``.
+    def threshold(self, name: str, configless: bool = False,
+                  undeclared_family: bool = False) -> float:
+        """The confidence a model's imputed value of field ``name`` needs: the field's
+        ``confidence_threshold``, raised to its ``configless_threshold`` for a model without
+        a config.json and to its ``undeclared_family_threshold`` for a model with lineage
+        none of whose relatives declares the field (the highest that applies). Above 1: never
+        imputed.
 
         Examples:
-            >>> s = ImputeSettings({"pipeline_tag": 0.5}, {"pipeline_tag": 0.7})
+            >>> s = ImputeSettings({"pipeline_tag": 0.5}, {"pipeline_tag": 0.7}, {"pipeline_tag": 0.99})
             >>> s.threshold("pipeline_tag"), s.threshold("pipeline_tag", configless=True)
             (0.5, 0.7)
-            >>> s.threshold("license", configless=True)
+            >>> s.threshold("pipeline_tag", configless=True, undeclared_family=True)
+            0.99
+            >>> s.threshold("license", configless=True, undeclared_family=True)
             0.5
         """
-        base = float(self.confidence_threshold.get(name, 0.5))
-        return max(base, float(self.configless_threshold.get(name, 0.0))) if configless else base
+        bars = [float(self.confidence_threshold.get(name, 0.5))]
+        if configless:
+            bars.append(float(self.configless_threshold.get(name, 0.0)))
+        if undeclared_family:
+            bars.append(float(self.undeclared_family_threshold.get(name, 0.0)))
+        return max(bars)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ fields without a model; and train's reuse of an unchanged run."""
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 
 import pytest
 from pyspark.sql import functions as F
@@ -13,7 +14,7 @@ from semfin_spark.impute import ImputeError, impute
 from semfin_spark.features import has_config
 from semfin_spark.schemas import MODEL_FIELDS, MODEL_PARENTS, MODEL_TOKENS
 from semfin_spark.settings import FIELDS, load_settings
-from semfin_spark.classifier import POOLED_CLASS
+from semfin_spark.classifier import POOLED_CLASS, declared_labels
 from semfin_spark.train import train
 
 from test_train import quiet
@@ -23,6 +24,28 @@ def _settings(root, **overrides):
     return load_settings(environ={}, overrides={
         "warehouse": str(root / "wh"), "mlflow.tracking_uri": f"sqlite:///{root}/mlflow.db",
         "train.classifiers": ["naive_bayes"], **overrides})
+
+
+def undeclared_families(store: DeltaStore) -> dict[str, set[str]]:
+    """Per field, the models with lineage none of whose parents, children or siblings
+    declares the field, worked out here in plain Python from the tables."""
+    parents: dict[str, set[str]] = defaultdict(set)
+    children: dict[str, set[str]] = defaultdict(set)
+    for child, parent in store.read(MODEL_PARENTS).select("model_id", "parent_id").collect():
+        if child != parent:
+            parents[child].add(parent)
+            children[parent].add(child)
+    declared: dict[str, set[str]] = defaultdict(set)
+    for r in declared_labels(store.read(MODEL_FIELDS)).collect():
+        declared[r["field"]].add(r["model_id"])
+    related = set(parents) | set(children)
+    out = {}
+    for name in FIELDS:
+        out[name] = {m for m in related
+                     if not ((parents.get(m, set()) | children.get(m, set())
+                              | {s for p in parents.get(m, ()) for s in children[p]} - {m})
+                             & declared[name])}
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +79,21 @@ def test_declared_rows_are_left_exactly_as_they_were(hub):
 def test_imputed_rows_carry_value_confidence_and_provenance(hub):
     _, settings, store, trained, _, result = hub
     rows = store.read(MODEL_FIELDS).where("declared_value IS NULL AND imputed_model IS NOT NULL")
-    # A model without a config.json needs the higher of the two thresholds.
+    # A model without a config.json, or in a family that declares nothing, may need more.
     rows = rows.join(store.read(MODEL_TOKENS).select("model_id", has_config(F.col("tokens"))
                                                      .alias("with_config")), "model_id", "left")
+    families = undeclared_families(store)
     assert set(result.fields) == set(FIELDS) and not result.skipped
     for name, outcome in result.fields.items():
-        threshold = F.when(F.col("with_config"), settings.impute.threshold(name)) \
-            .otherwise(settings.impute.threshold(name, configless=True))
-        assert (outcome.threshold, outcome.configless_threshold) == \
-            (settings.impute.threshold(name), settings.impute.threshold(name, configless=True))
-        mine = rows.where(F.col("field") == name)
+        assert (outcome.threshold, outcome.configless_threshold, outcome.undeclared_family_threshold) == \
+            tuple(settings.impute.threshold(name, configless=c, undeclared_family=u)
+                  for c, u in ((False, False), (True, False), (False, True)))
+        bars = {r["model_id"]: settings.impute.threshold(name, configless=not r["with_config"],
+                                                         undeclared_family=r["model_id"] in families[name])
+                for r in rows.where(F.col("field") == name).select("model_id", "with_config").collect()}
+        mine = rows.where(F.col("field") == name).join(
+            store.spark.createDataFrame(list(bars.items()), "model_id string, bar double"), "model_id")
+        threshold = F.col("bar")
         assert mine.count() == outcome.scored > 0, name
         assert outcome.imputed + outcome.below_threshold == outcome.scored
         assert mine.where("imputed_value IS NOT NULL").count() == outcome.imputed
@@ -140,6 +168,36 @@ def test_a_configless_threshold_holds_back_models_without_a_config_only(spark, h
     # second run finds nothing to do.
     again = impute(spark, copied, strict, progress=quiet)
     assert again.table_version is None and all(o.scored == 0 for o in again.fields.values())
+
+
+def test_a_family_that_declares_nothing_is_held_to_its_own_threshold(spark, hub, tmp_path):
+    """A model whose relatives declare nothing of a field has no vote, and its answer is
+    the fingerprint's alone: impute.undeclared_family_threshold raises its bar; an
+    isolated model, or one with a declaring relative, keeps the field's."""
+    import shutil
+
+    _, settings, store, _, _, _ = hub
+    families = undeclared_families(store)
+    # The shipped thresholds: licence and model_type are never imputed in such a family.
+    assert settings.impute.threshold("license", undeclared_family=True) > 1
+    assert settings.impute.threshold("model_type", undeclared_family=True) > 1
+
+    def imputed(copied: DeltaStore) -> set[tuple[str, str]]:
+        return {(r["model_id"], r["field"]) for r in copied.read(MODEL_FIELDS)
+                .where("imputed_value IS NOT NULL").select("model_id", "field").collect()}
+
+    before = imputed(store)
+    inside = {(m, f) for m, f in before if m in families[f]}
+    assert not {(m, f) for m, f in before if f in ("license", "model_type") and m in families[f]}
+    assert inside  # the generated Hub has such families, and their other fields were imputed
+    shutil.copytree(settings.warehouse, tmp_path / "wh")
+    strict = settings.replace(warehouse=str(tmp_path / "wh"), impute=dataclasses.replace(
+        settings.impute, undeclared_family_threshold={f: 1.01 for f in FIELDS}))
+    copied = DeltaStore.from_settings(spark, strict)
+    first = impute(spark, copied, strict, progress=quiet)
+    assert sum(o.scored for o in first.fields.values()) == len(inside)  # those alone re-decided
+    assert imputed(copied) == before - inside
+    assert impute(spark, copied, strict, progress=quiet).table_version is None
 
 
 def test_a_raised_threshold_empties_the_values_below_it_and_keeps_confidences(spark, hub, tmp_path):
