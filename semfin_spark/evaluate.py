@@ -374,6 +374,10 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
                          for m, v in methods.items())
              + f"; ECE {out['calibration']['ece']:.3f}, 95% precision from confidence "
              + f"{out['calibration']['recommended_threshold']}"
+             + (f"; imputed at the default thresholds: {out['imputed']['n']} "
+                f"({out['imputed']['coverage']:.2f} of the test models), precision "
+                + (f"{out['imputed']['precision']:.3f}" if out['imputed']['precision'] is not None else "-")
+                if "imputed" in out else "")
              + ("; without config: " + ", ".join(f"{k.removesuffix('_accuracy')} {v}"
                                                  for k, v in out["configless"].items()
                                                  if k != "calibration")
