@@ -226,8 +226,8 @@ def impute(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             progress(f"impute {name}: {outcome.scored} of {outcome.missing} missing scored with "
                      f"{model_name} v{version}: {outcome.imputed} imputed, "
                      f"{outcome.below_threshold} below {threshold}"
-                     + (f" ({configless} without a config.json)" if configless > threshold else "")
-                     + (f" ({family} in a family that declares none)" if family > threshold else ""))
+                     + (f" ({_bar_text(configless)} without a config.json)" if configless > threshold else "")
+                     + (f" ({_bar_text(family)} in a family that declares none)" if family > threshold else ""))
             updates.append(scored)
         if updates:
             merged = updates[0]
@@ -252,6 +252,16 @@ def _candidates(store: DeltaStore, field_name: str) -> DataFrame:
         children = store.read(MODEL_PARENTS).where(F.col("model_id") != F.col("parent_id"))
         rows = rows.join(children.select("model_id").distinct(), "model_id", "left_semi")
     return rows
+
+
+def _bar_text(threshold: float) -> str:
+    """A raised threshold as the progress line says it: above 1, no confidence reaches it.
+
+    Examples:
+        >>> _bar_text(1.01), _bar_text(0.7)
+        ('never', '0.7')
+    """
+    return "never" if threshold > 1 else f"{threshold}"
 
 
 def _bar(settings: Settings, field_name: str) -> Any:
