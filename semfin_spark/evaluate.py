@@ -53,7 +53,8 @@ from pyspark.sql import functions as F
 
 from semfin_spark.delta import DeltaStore
 from semfin_spark.features import by_model, field_tokens, has_config, model_features, without_config
-from semfin_spark.neighbourhood import VOTE_COL, lineage_pairs, neighbour_votes, undeclared_family, with_vote
+from semfin_spark.neighbourhood import (RELATED_COL, VOTE_COL, lineage_pairs, neighbour_votes,
+                                        related_models, undeclared_family, with_vote)
 from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
 from semfin_spark.session import cut_lineage, write_text
 from semfin_spark.settings import FIELDS, Settings
@@ -239,12 +240,11 @@ def _lineage(spark: SparkSession, store: DeltaStore, settings: Settings) -> dict
     neighbours = (edges.select(F.col("src").alias("model_id"), F.col("dst").alias("neighbour"))
                   .union(edges.select(F.col("dst").alias("model_id"), F.col("src").alias("neighbour")))
                   .distinct())
-    linked = neighbours.select("model_id").distinct().withColumn("_linked", F.lit(True))
     nodes = (ids.withColumnRenamed("id", "model_id")
              .join(components.withColumnRenamed("id", "model_id"), "model_id", "left")
-             .join(linked, "model_id", "left")
+             .join(related_models(pairs), "model_id", "left")
              .select("model_id", F.coalesce("component", "model_id").alias("component"),
-                     F.col("_linked").isNull().alias("isolated")))
+                     F.col(RELATED_COL).isNull().alias("isolated")))
     return {"nodes": nodes, "neighbours": neighbours, "pairs": pairs}
 
 
@@ -320,7 +320,7 @@ def _evaluate_field(spark: SparkSession, settings: Settings, name: str, data: Da
     train = data.where(~F.col("is_test"))
     test = data.where(F.col("is_test"))
     started = time.time()
-    vote = [VOTE_COL] if VOTE_COL in data.columns and settings.train.neighbour_vote else []
+    vote = [VOTE_COL] if settings.train.neighbour_vote else []
     fm = fit_field(spark, train.select("model_id", "tokens", "label", *vote), name, settings, seed=seed)
     scored_semfin = score(fm, test.select("model_id", "tokens", *vote)).select(
         "model_id", F.when(F.col("prediction") != POOLED_CLASS, F.col("prediction")).alias("prediction"),
@@ -390,11 +390,28 @@ def _vote_report(vote: Any) -> dict[str, Any] | None:
     return {"threshold": vote.threshold, "confidence": vote.confidence, **vote.validation} if vote else None
 
 
-def _in_family(test: DataFrame) -> Any:
+def _in_family() -> Any:
     """For a test model (``isolated``, :data:`VOTE_COL`): whether it is in a family whose
     relatives declare nothing (:func:`~semfin_spark.neighbourhood.undeclared_family`); on
     the test side, only the training side's labels count as declared."""
-    return undeclared_family(~F.col("isolated")) if VOTE_COL in test.columns else F.lit(False)
+    return undeclared_family(~F.col("isolated"))
+
+
+def _tally(rows: DataFrame, *columns: str) -> Callable[..., int]:
+    """``rows`` counted by ``columns`` in one aggregation; the function returned sums the
+    counts whose values match its keyword arguments (a column not named: any value)."""
+    counts = {tuple(r[c] for c in columns): r["_n"]
+              for r in rows.groupBy(*columns).agg(F.count("*").alias("_n")).collect()}
+
+    def count(**where: Any) -> int:
+        return sum(n for key, n in counts.items()
+                   if all(key[columns.index(c)] == v for c, v in where.items()))
+    return count
+
+
+def _share(part: int, whole: int) -> float | None:
+    """``part / whole`` rounded for the report; None when ``whole`` is 0."""
+    return _r(part / whole) if whole else None
 
 
 def _imputed(test: DataFrame, scored: DataFrame, settings: Settings, name: str) -> dict[str, Any]:
@@ -410,36 +427,28 @@ def _imputed(test: DataFrame, scored: DataFrame, settings: Settings, name: str) 
     ``imputed_precision``) and their ``calibration``, from which
     ``impute.undeclared_family_threshold`` is chosen.
     """
-    bar = confidence_bar(settings.impute, name, has_config(F.col("tokens")), _in_family(test))
-    rows = (test.select("model_id", "label", _in_family(test).alias("_family"), bar.alias("_bar"))
+    family = _in_family()
+    bar = confidence_bar(settings.impute, name, has_config(F.col("tokens")), family)
+    rows = (test.select("model_id", "label", family.alias("family"), bar.alias("_bar"))
             .join(scored, "model_id", "left")
-            .select("_family", "label", "prediction", "confidence",
-                    F.coalesce(F.col("prediction") == F.col("label"), F.lit(False)).alias("_right"),
+            .select("family", "label", "prediction", "confidence",
+                    F.coalesce(F.col("prediction") == F.col("label"), F.lit(False)).alias("right"),
                     F.coalesce(F.col("prediction").isNotNull() & (F.col("confidence") >= F.col("_bar")),
-                               F.lit(False)).alias("_sure")))
+                               F.lit(False)).alias("sure")))
     rows = cut_lineage(rows)
-    counts = {(r["_family"], r["_right"], r["_sure"]): r["n"] for r in
-              rows.groupBy("_family", "_right", "_sure").agg(F.count("*").alias("n")).collect()}
-
-    def count(family: bool | None = None, right: bool | None = None, sure: bool | None = None) -> int:
-        return sum(n for (f, r, s), n in counts.items()
-                   if family in (None, f) and right in (None, r) and sure in (None, s))
-
-    def share(part: int, whole: int) -> float | None:
-        return _r(part / whole) if whole else None
-
-    n, n_family = count(), count(family=True)
+    count = _tally(rows, "family", "right", "sure")
+    n_family = count(family=True)
     return {
-        "imputed": {"coverage": share(count(sure=True), n),
-                    "precision": share(count(right=True, sure=True), count(sure=True)),
+        "imputed": {"coverage": _share(count(sure=True), count()),
+                    "precision": _share(count(right=True, sure=True), count(sure=True)),
                     "n": count(sure=True)},
         "undeclared_family": {
             "n_test": n_family,
-            "semfin_accuracy": share(count(family=True, right=True), n_family),
-            "imputed_coverage": share(count(family=True, sure=True), n_family),
-            "imputed_precision": share(count(family=True, right=True, sure=True),
-                                       count(family=True, sure=True)),
-            "calibration": calibration(rows.where("_family")),
+            "semfin_accuracy": _share(count(family=True, right=True), n_family),
+            "imputed_coverage": _share(count(family=True, sure=True), n_family),
+            "imputed_precision": _share(count(family=True, right=True, sure=True),
+                                        count(family=True, sure=True)),
+            "calibration": calibration(rows.where("family")),
         },
     }
 
@@ -462,13 +471,13 @@ def _configless(fm: Any, test: DataFrame, graph: DataFrame, settings: Settings,
     """
     copies = (test.where(has_config(F.col("tokens")))
               .withColumn("tokens", without_config(F.col("tokens"))))
-    vote = [VOTE_COL] if VOTE_COL in test.columns else []
+    vote = [VOTE_COL] if settings.train.neighbour_vote else []
     # Cut: the figures and the calibration below both read SemFin's answers.
     answers = {"semfin": cut_lineage(score(fm, copies.select("model_id", "tokens", *vote))),
                "classifier": score(fm, copies.select("model_id", "tokens")),
                "graph_avg": graph}
     truth = copies.select("model_id", "label",
-                          confidence_bar(settings.impute, name, F.lit(False), _in_family(copies)).alias("_bar"))
+                          confidence_bar(settings.impute, name, F.lit(False), _in_family()).alias("_bar"))
     rows = None
     for method, predicted in answers.items():
         right = F.coalesce((F.col("prediction") == F.col("label"))
@@ -478,20 +487,14 @@ def _configless(fm: Any, test: DataFrame, graph: DataFrame, settings: Settings,
                 .select(F.lit(method).alias("method"), right.alias("right"),
                         F.coalesce(sure & (F.col("prediction") != POOLED_CLASS), F.lit(False)).alias("sure")))
         rows = part if rows is None else rows.unionByName(part)
-    counts = {(r["method"], r["right"], r["sure"]): r["n"] for r in
-              rows.groupBy("method", "right", "sure").agg(F.count("*").alias("n")).collect()}
-
-    def count(method: str, right: bool | None = None, sure: bool | None = None) -> int:
-        return sum(n for (m, r, s), n in counts.items()
-                   if m == method and right in (None, r) and sure in (None, s))
-
-    n = count("semfin")
+    count = _tally(rows, "method", "right", "sure")
+    n = count(method="semfin")
     out: dict[str, Any] = {"n_test": n}
     for method in answers:
-        out[f"{method}_accuracy"] = _r(count(method, right=True) / n) if n else None
-    imputed = count("semfin", sure=True)
-    out["imputed_coverage"] = _r(imputed / n) if n else None
-    out["imputed_precision"] = _r(count("semfin", right=True, sure=True) / imputed) if imputed else None
+        out[f"{method}_accuracy"] = _share(count(method=method, right=True), n)
+    imputed = count(method="semfin", sure=True)
+    out["imputed_coverage"] = _share(imputed, n)
+    out["imputed_precision"] = _share(count(method="semfin", right=True, sure=True), imputed)
     semfin = answers["semfin"].select(
         "model_id", F.when(F.col("prediction") != POOLED_CLASS, F.col("prediction")).alias("prediction"),
         "confidence")
