@@ -1101,14 +1101,20 @@ def impute_fields(work: Path, settings: Settings) -> dict[str, Any]:
             parents[c].add(p)
             children[p].add(c)
     missing["reuse_method"] = [m for m in missing["reuse_method"] if m in parents]
+    # Per field, the parents with a child that declares it: a missing model's sibling
+    # declares the field exactly when one of its parents is there (the model itself does
+    # not declare it), without building each model's sibling set (a base model's
+    # thousands of children would each list all the others).
+    declaring_parents = {name: {p for m in ids for p in parents.get(m, ())}
+                         for name, ids in declared.items()}
 
     def in_undeclared_family(model_id: str, name: str) -> bool:
         """Lineage, and no parent, child or sibling declaring the field (impute.undeclared_family_threshold)."""
-        near = parents.get(model_id, set()) | children.get(model_id, set())
-        if not near:
+        up, down = parents.get(model_id, set()), children.get(model_id, set())
+        if not (up or down):
             return False
-        siblings = {s for p in parents.get(model_id, ()) for s in children[p]} - {model_id}
-        return not (near | siblings) & declared[name]
+        known = declared.get(name, set())
+        return not ((up | down) & known or up & declaring_parents.get(name, set()))
 
     out = _TableWriter(work / "imputed.parquet", pa.schema([
         ("model_id", pa.string()), ("field", pa.string()), ("imputed_value", pa.string()),
