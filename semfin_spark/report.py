@@ -4,7 +4,8 @@
 ``<DIR>/report.html`` and ``<DIR>/report.json`` (default ``<warehouse>/reports``):
 
 * per-field accuracy of the last ``semfin evaluate`` on the warehouse against Hub Avg and
-  Graph Avg (``<warehouse>/reports/evaluation.json``, kept by ``semfin evaluate``);
+  Graph Avg (``<warehouse>/reports/evaluation.json``, kept by ``semfin evaluate``), and how
+  often the values impute would write at the default thresholds were right there;
 * coverage of each field before and after imputation, and the imputed confidences;
 * the top reuse-method and licence patterns, the share of incompatible licence chains
   before and after imputation, the largest lineage components;
@@ -105,13 +106,16 @@ def report_figures(engine: Engine, *, evaluation: dict[str, Any] | None,
 def _accuracy(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
     if not evaluation:
         return None
-    fields = {}
+    fields, imputed = {}, {}
     for field, figures in evaluation.get("fields", {}).items():
         methods = figures.get("methods")
         if methods:
             fields[field] = {m: v.get("accuracy") for m, v in methods.items()}
+        if figures.get("imputed"):  # absent from an evaluation written before 2026-12-06
+            imputed[field] = {**figures["imputed"],
+                              "ece": (figures.get("calibration") or {}).get("ece")}
     return {"split": evaluation.get("split"), "seed": evaluation.get("seed"),
-            "source": evaluation.get("source"), "fields": fields}
+            "source": evaluation.get("source"), "fields": fields, "imputed": imputed}
 
 
 def _confidence(engine: Engine) -> dict[str, list[int]]:
@@ -336,6 +340,8 @@ td, th {{ border: 1px solid #ccc; padding: .2em .6em; text-align: left; font-siz
                          f'src="data:image/png;base64,{images[name]}">')
         else:
             parts.append(f'<p class="none">{empty}</p>')
+        if name == "accuracy":
+            parts.append(_imputed_html(figures.get("accuracy")))
         parts.append("</section>")
     parts.append(_changes_html(figures.get("changes")))
     parts.append('<section id="figures"><h2>Figures</h2><details><summary>report.json</summary>'
@@ -349,6 +355,28 @@ window.addEventListener('load', function () {
 });
 </script></body></html>""")
     return "\n".join(parts)
+
+
+def _imputed_html(accuracy: dict[str, Any] | None) -> str:
+    """The table a compliance reader asks for first: of the held-out models, how many the
+    default thresholds would fill, and how often those values were right."""
+    imputed = (accuracy or {}).get("imputed")
+    if not imputed:
+        return ""
+
+    def shown(value: float | None, form: str) -> str:
+        return "–" if value is None else format(value, form)
+
+    rows = "".join(
+        f'<tr data-field="{html.escape(field)}"><td>{html.escape(field)}</td><td>{f["n"]}</td>'
+        f'<td>{shown(f["coverage"], ".1%")}</td><td>{shown(f["precision"], ".1%")}</td>'
+        f'<td>{shown(f.get("ece"), ".3f")}</td></tr>'
+        for field, f in imputed.items())
+    return (f'<h3>Imputed at the default thresholds ({html.escape(str(accuracy.get("split")))} '
+            f'split, seed {html.escape(str(accuracy.get("seed")))})</h3>'
+            '<table id="imputed"><tr><th>field</th><th>values imputed</th>'
+            '<th>of the held-out models</th><th>right</th><th>calibration error</th></tr>'
+            f'{rows}</table>')
 
 
 def _changes_html(changes: dict[str, Any] | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import shutil
 import subprocess
 
@@ -55,6 +56,11 @@ def test_accuracy_is_the_last_evaluation(report):
     methods = kept["fields"]["pipeline_tag"]["methods"]
     assert figures["accuracy"]["fields"] == {
         "pipeline_tag": {m: v["accuracy"] for m, v in methods.items()}}
+    # What impute would write at the default thresholds, and how often it was right.
+    field = kept["fields"]["pipeline_tag"]
+    assert figures["accuracy"]["imputed"] == {
+        "pipeline_tag": {**field["imputed"], "ece": field["calibration"]["ece"]}}
+    assert figures["accuracy"]["imputed"]["pipeline_tag"]["n"] > 0
 
 
 def test_figures_match_the_tables(report, nightly_run):
@@ -145,6 +151,11 @@ def test_the_page_draws_every_plot_in_chromium(report, tmp_path):
     assert drawn == expected
     assert dom.count('data-drawn="true"') == len(expected) and 'data-drawn="false"' not in dom
     assert "Since the previous nightly" in dom
+    imputed = figures["accuracy"]["imputed"]["pipeline_tag"]
+    row = re.search(r'<tr data-field="pipeline_tag">(.*?)</tr>', dom).group(1)
+    assert re.findall(r"<td>(.*?)</td>", row) == [
+        "pipeline_tag", str(imputed["n"]), f"{imputed['coverage']:.1%}",
+        f"{imputed['precision']:.1%}", f"{imputed['ece']:.3f}"]
     shot = tmp_path / "report.png"
     subprocess.run([*flags, "--window-size=1200,4000", f"--screenshot={shot}", page],
                    capture_output=True, timeout=120, check=True)
