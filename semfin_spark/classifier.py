@@ -122,11 +122,11 @@ CAP_SEED = 1299709
 """Added to the seed for the sample of ``train.max_training_models`` (a prime, as the others)."""
 
 TRAIN_ROWS_PER_PARTITION = 50_000
-"""Upper bound of training models per partition when a field is fitted (:func:`_sized`)."""
+"""Upper bound of training models per partition when a field is fitted (:func:`sized`)."""
 
 TRAIN_ROWS_PER_CORE = 5_000
 """Lower bound of training models per partition, up to one partition per core
-(:func:`_sized`). Fits of the licence vectors of a 20,000-model generated Hub, 50 L-BFGS
+(:func:`sized`). Fits of the licence vectors of a 20,000-model generated Hub, 50 L-BFGS
 iterations in the embedded session on two cores: 1,000 models 2.5 s in one partition and
 3.9 s in two, 3,000 models 3.4 s and 4.0 s, 6,000 models 4.7 s in either, 10,000 models
 7.8 to 8.3 s and 6.4 s: below a few thousand rows a second task costs more than it shares."""
@@ -152,7 +152,7 @@ LR_BLOCK_MB = 8.0
 """Spark ML stacks the training vectors into blocks of this size for L-BFGS (its default,
 1 MB, makes a few hundred rows a block on these sparse bags). Each block of sparse rows
 costs one pass over a dense features x classes gradient, so larger blocks spend less per
-iteration: with :func:`_sized`'s hashed partitions, `semfin train` of a 20,000-model Hub
+iteration: with :func:`sized`'s hashed partitions, `semfin train` of a 20,000-model Hub
 took 117 to 131 s instead of 135 to 144 s (the same validation figures)."""
 
 NB_SMOOTHING = 0.1
@@ -569,7 +569,7 @@ def fit_field(spark: SparkSession, train_df: DataFrame, field: str, settings: Se
     n_train = sum(counts.values())
     labelled = data
     data, n_fit = capped(data, counts, int(t.max_training_models.get(field, 0)), seed)
-    data = _sized(data, n_fit).persist(StorageLevel.MEMORY_AND_DISK)
+    data = sized(data, n_fit).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         held = held_out(seed)
         fit_part, val_part = data.where(~held), data.where(held)
@@ -701,10 +701,10 @@ def _keep_rates(counts: Mapping[str, int], cap: int) -> dict[str, float]:
     return {c: round(min(1.0, max(share, CAP_MIN_PER_CLASS / k)), 6) for c, k in counts.items()}
 
 
-def _sized(df: DataFrame, rows: int) -> DataFrame:
-    """``df`` in as few partitions as keep every core busy, placed by a hash of the model id:
-    one per :data:`TRAIN_ROWS_PER_CORE` rows up to one per core, and at most
-    :data:`TRAIN_ROWS_PER_PARTITION` rows each.
+def sized(df: DataFrame, rows: int) -> DataFrame:
+    """``df`` (about ``rows`` models, or at most) in as few partitions as keep every core
+    busy, placed by a hash of the model id: one per :data:`TRAIN_ROWS_PER_CORE` rows up to
+    one per core, and at most :data:`TRAIN_ROWS_PER_PARTITION` rows each.
 
     Every L-BFGS iteration is a job over the training partitions: 64 shuffle partitions
     of a small training set made the tasks' overhead the cost of the fit, and one
@@ -725,7 +725,7 @@ def _sized(df: DataFrame, rows: int) -> DataFrame:
 
 
 def _partitions(rows: int, cores: int) -> int:
-    """Partitions for :func:`_sized`: ``rows`` training models on ``cores`` cores."""
+    """Partitions for :func:`sized`: ``rows`` training models on ``cores`` cores."""
     spread = min(cores, math.ceil(rows / TRAIN_ROWS_PER_CORE))
     return max(1, spread, math.ceil(rows / TRAIN_ROWS_PER_PARTITION))
 

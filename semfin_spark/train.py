@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from semfin_spark import schemas
-from semfin_spark.classifier import FieldModel, declared_labels, fit_field, labels
+from semfin_spark.classifier import FieldModel, declared_labels, fit_field, labels, sized
 from semfin_spark.delta import DeltaStore, table_versions
 from semfin_spark.registry import TrainResult, log_training, newest_training, registered_result
 from semfin_spark.schemas import MODEL_FIELDS, MODEL_PARENTS, MODEL_TOKENS
@@ -217,6 +217,7 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
 
     features = by_model(model_features(store)).persist(StorageLevel.MEMORY_AND_DISK)
     cached = [features]
+    models = features.count()
     votes = None
     if settings.train.neighbour_vote:
         # Every field's vote in one plan, computed once for all the fields.
@@ -236,7 +237,10 @@ def train_fields(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             data = field_tokens(features.join(labels(store, name), "model_id"), name)
             if votes is not None:
                 data = with_vote(data, field_vote(votes, name))
-            data = data.persist(StorageLevel.MEMORY_AND_DISK)
+            # Sized for the fit before it is persisted: in the bags' shuffle partitions
+            # (64 by default) every pass over a small Hub's field before the fit (its count,
+            # its class counts, the fit's own repartition) ran 64 tasks of a few rows.
+            data = sized(data, models).persist(StorageLevel.MEMORY_AND_DISK)
             try:
                 n = data.count()
                 if n < settings.train.min_labels:
