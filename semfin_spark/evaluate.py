@@ -59,7 +59,7 @@ from semfin_spark.schemas import HUB_MODELS, MODEL_PARENTS
 from semfin_spark.session import cut_lineage, write_text
 from semfin_spark.settings import FIELDS, Settings
 from semfin_spark.classifier import (POOLED_CLASS, Metrics, _r, confidence_bar, fit_field, held_out,
-                                     labels, metrics_from_confusion, score, split_flag)
+                                     labels, metrics_from_confusion, score, sized, split_flag)
 
 SPLITS = ("random", "component")
 """Values of ``--split``."""
@@ -145,6 +145,7 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
         # Cut from its plan: every field's frames are built on it.
         sides = cut_lineage(sides.join(nodes.select("model_id", "component", "isolated"), "model_id"))
         features = keep(by_model(model_features(store)))
+        models = features.count()
         pairs = keep(graph["pairs"])
 
         def measure(name: str, lab: DataFrame, point: str = "") -> dict[str, Any]:
@@ -161,7 +162,9 @@ def evaluate(spark: SparkSession, store: DeltaStore, settings: Settings, *,
             # Cut from its plan: persisted, its deep plan was planned again with every
             # frame the field builds on it (the trees' evaluate took 6 s more a field).
             data = with_vote(data, cut_lineage(_split_votes(pairs, known, seed)))
-            data = data.persist(StorageLevel.MEMORY_AND_DISK)
+            # Sized as train sizes its fields' rows (the bags' shuffle partitions would make
+            # every pass over a small Hub's field 64 tasks of a few rows).
+            data = sized(data, models).persist(StorageLevel.MEMORY_AND_DISK)
             try:
                 return _evaluate_field(spark, settings, name, data, neighbours, seed, progress, point)
             finally:
